@@ -1,0 +1,62 @@
+# One-command workflows. `make test` works on a fresh Debian machine with Python 3.11+,
+# Java 17+ and Maven: it installs what is missing, then runs lint and the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+SYSTEM_DEPS := redis-server docker-compose
+CODE := stream_learner consumers tools tests
+
+.PHONY: help venv system-deps kafka lint test stack-up stack-down stack-status demo clean
+
+help:
+	@echo "make test        lint + unit + integration tests (starts its own Kafka and Redis)"
+	@echo "make demo        replay a dataset through a learner and a frozen predictor"
+	@echo "make stack-up    Kafka on 127.0.0.1:9092 and Redis on 127.0.0.1:6379, for trying by hand"
+	@echo "make stack-down  stop them"
+	@echo "make lint        ruff + mypy --strict"
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(INSTALLED)
+
+# Debian packages the tests need: the Redis server, and docker-compose to validate our compose file.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+kafka: venv
+	$(BIN)/python tools/localstack.py fetch
+
+lint: venv
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/mypy $(CODE)
+
+test: venv system-deps kafka lint
+	$(BIN)/pytest
+
+stack-up: venv system-deps kafka
+	$(BIN)/python tools/localstack.py up
+
+stack-down: venv
+	$(BIN)/python tools/localstack.py down
+
+stack-status: venv
+	$(BIN)/python tools/localstack.py status
+
+demo: stack-up
+	@echo "The stack is up (Kafka 127.0.0.1:9092, Redis 127.0.0.1:6379). The demo itself comes with the core service."
+
+clean:
+	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache
