@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import redis
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -105,7 +104,10 @@ def test_redis_large_value_and_transaction(redis_server: RedisServer, unique: Ca
     assert client.get(key) == blob
 
     pipe = client.pipeline(transaction=True)
-    pipe.set(f"{key}:a", b"1").incr(f"{key}:n").incr(f"{key}:n").get(f"{key}:a")
+    pipe.set(f"{key}:a", b"1")
+    pipe.incr(f"{key}:n")
+    pipe.incr(f"{key}:n")
+    pipe.get(f"{key}:a")
     assert pipe.execute() == [True, 1, 2, b"1"]
     client.close()
 

@@ -1,0 +1,141 @@
+"""Kafka plumbing shared by the learner and the predictor: clients, publishing, dead letters."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from stream_learner.config import Settings
+from stream_learner.engine import Engine
+from stream_learner.errors import InvalidEvent, PublishError, StreamLearnerError
+from stream_learner.events import FieldNames, Source, decode_event
+
+log = logging.getLogger("stream_learner")
+
+# Room for the dead-letter copy of an oversized event; the broker still enforces its own limit.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+def security_options(settings: Settings) -> dict[str, Any]:
+    """The Kafka auth/TLS settings, passed through to kafka-python as they are."""
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password
+    if settings.ssl_cafile:
+        options["ssl_cafile"] = settings.ssl_cafile
+    return options
+
+
+def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
+    try:
+        return KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            group_id=settings.consumer_group(mode),
+            enable_auto_commit=False,
+            auto_offset_reset=settings.start_from,
+            max_poll_records=settings.max_poll_records,
+            client_id=f"stream-learner-{mode}",
+            **security_options(settings),
+        )
+    except KafkaError as exc:
+        raise StreamLearnerError(f"--bootstrap-servers {settings.bootstrap_servers}: {exc}") from None
+
+
+def make_producer(settings: Settings, client_id: str = "stream-learner") -> KafkaProducer:
+    try:
+        return KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers.split(","),
+            acks="all", linger_ms=5, max_request_size=MAX_REQUEST_BYTES,
+            retries=2_147_483_647, delivery_timeout_ms=120_000,
+            client_id=client_id, **security_options(settings),
+        )
+    except KafkaError as exc:
+        raise StreamLearnerError(f"--bootstrap-servers {settings.bootstrap_servers}: {exc}") from None
+
+
+class Publisher:
+    """Sends predictions and dead letters, and knows whether every send was acknowledged."""
+
+    def __init__(self, producer: KafkaProducer, settings: Settings) -> None:
+        self.producer = producer
+        self.predictions_topic = settings.predictions_topic
+        self.dead_letter_topic = settings.dead_letter_topic
+        self.failures: list[str] = []
+        self.dead_letters: dict[str, int] = {}
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    def prediction(self, key: str, value: bytes) -> None:
+        self.producer.send(self.predictions_topic, key=key.encode(), value=value).add_errback(
+            self._on_error)
+
+    def dead_letter(self, raw: bytes, error: InvalidEvent, source: Source) -> None:
+        cause = error.__cause__ or error
+        headers = [
+            ("reason", error.reason.encode()),
+            ("detail", error.detail[:1000].encode()),
+            ("source.topic", source.topic.encode()),
+            ("source.partition", str(source.partition).encode()),
+            ("source.offset", str(source.offset).encode()),
+            ("exception", type(cause).__name__.encode()),
+        ]
+        self.dead_letters[error.reason] = self.dead_letters.get(error.reason, 0) + 1
+        log.warning("dead letter %s: %s", source, error)
+        self.producer.send(self.dead_letter_topic, value=raw, headers=headers).add_errback(
+            self._on_error)
+
+    def flush(self) -> None:
+        """Block until every send is acknowledged; ``PublishError`` if any was not."""
+        try:
+            self.producer.flush(timeout=120)
+        except KafkaError as exc:
+            raise PublishError(f"producer flush failed: {exc}") from None
+        if self.failures:
+            failed, self.failures = self.failures, []
+            raise PublishError(f"{len(failed)} sends were not acknowledged, first: {failed[0]}")
+
+
+def process_record(record: Any, engine: Engine, publisher: Publisher, fields: FieldNames,
+                   max_bytes: int) -> None:
+    """Decode, predict (and learn), publish the prediction or the dead letter."""
+    source = Source(record.topic, record.partition, record.offset, record.timestamp)
+    raw = record.value or b""
+    try:
+        event = decode_event(raw, source, fields, engine.state.task, max_bytes)
+        prediction = engine.process(event)
+    except InvalidEvent as exc:
+        publisher.dead_letter(raw, exc, source)
+    else:
+        publisher.prediction(event.key or event.id, prediction)
+
+
+def commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit to Kafka for lag monitoring; a failure here loses nothing, so it only logs."""
+    if not offsets:
+        return
+    try:
+        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+    except KafkaError as exc:
+        log.warning("offset commit failed (monitoring only): %s", exc)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, so the loop can finish its batch and checkpoint."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping after this batch", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop

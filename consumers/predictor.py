@@ -1,0 +1,133 @@
+"""The frozen predictor (``stream-learner serve``): inference only, hot reload between batches.
+
+It never learns and never writes the store. Several predictors in one consumer group
+share the partitions; offsets are committed to Kafka after the producer is flushed, so
+every event is predicted at least once. A newer checkpoint is loaded between two poll
+batches: the consumer's position does not move, so no event is lost or predicted twice
+across the swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+
+from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, process_record
+from consumers.learner import field_names, signing_keys
+from stream_learner.checkpoint import Checkpoint, open_record
+from stream_learner.config import Settings
+from stream_learner.engine import Engine
+from stream_learner.errors import CheckpointError, NoCheckpoint, StoreUnavailable
+from stream_learner.store import ModelStore
+
+log = logging.getLogger("stream_learner.predictor")
+
+
+class Predictor:
+    def __init__(self, settings: Settings, store: ModelStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.fields = field_names(settings)
+        self.keys = signing_keys(settings)
+        self.engine: Engine | None = None
+        self.consumer: KafkaConsumer | None = None
+        self.publisher: Publisher | None = None
+        self.positions: dict[TopicPartition, int] = {}
+        self.refused: set[int] = set()
+        self.last_commit = time.monotonic()
+
+    @property
+    def version(self) -> int:
+        return self.engine.version if self.engine else 0
+
+    def load(self, version: int, stop: threading.Event) -> None:
+        """Load ``version`` (0: latest), waiting up to ``wait_for_model`` seconds for one to exist."""
+        deadline = time.monotonic() + self.settings.wait_for_model
+        announced = False
+        while True:
+            try:
+                ckpt = open_record(self.store.load(self.settings.model, version), self.keys)
+                break
+            except (NoCheckpoint, StoreUnavailable) as exc:
+                if time.monotonic() >= deadline or stop.is_set():
+                    raise
+                if not announced:
+                    log.info("waiting up to %.0f s for a checkpoint: %s", self.settings.wait_for_model,
+                             exc)
+                    announced = True
+                stop.wait(0.5)
+        self.swap(ckpt)
+
+    def swap(self, ckpt: Checkpoint) -> None:
+        self.engine = Engine(ckpt.state, model_name=self.settings.model, mode="frozen",
+                             version=ckpt.meta.version, learn=False)
+        log.info("serving model %s v%d (%d learned)", ckpt.meta.model, ckpt.meta.version,
+                 ckpt.state.learned)
+
+    def maybe_reload(self) -> None:
+        """Between batches: swap in a newer version if there is one (never when pinned)."""
+        if self.settings.pin_version:
+            return
+        try:
+            latest = self.store.latest_version(self.settings.model)
+            if latest <= self.version or latest in self.refused:
+                return
+            ckpt = open_record(self.store.load(self.settings.model, latest), self.keys)
+        except StoreUnavailable as exc:
+            log.warning("store unreachable, still serving v%d: %s", self.version, exc)
+            return
+        except CheckpointError as exc:
+            self.refused.add(latest)
+            log.error("refusing v%d, still serving v%d: %s", latest, self.version, exc)
+            return
+        self.swap(ckpt)
+
+    def run(self, stop: threading.Event) -> None:
+        self.load(self.settings.pin_version, stop)
+        self.consumer = make_consumer(self.settings, "serve")
+        self.publisher = Publisher(make_producer(self.settings, "stream-learner-serve"), self.settings)
+        self.consumer.subscribe([self.settings.events_topic], listener=_Rebalance(self))
+        try:
+            while not stop.is_set():
+                batch = self.consumer.poll(timeout_ms=200)
+                for records in batch.values():
+                    for record in records:
+                        self.handle(record)
+                if time.monotonic() - self.last_commit >= self.settings.commit_interval:
+                    self.commit()
+                self.maybe_reload()
+            self.commit()
+        finally:
+            self.consumer.close(autocommit=False)
+            self.publisher.producer.close(timeout=10)
+
+    def handle(self, record: Any) -> None:
+        assert self.engine is not None and self.publisher is not None
+        process_record(record, self.engine, self.publisher, self.fields, self.settings.max_event_bytes)
+        self.positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+
+    def commit(self) -> None:
+        """Flush, then commit what was published: at-least-once predictions."""
+        assert self.publisher is not None and self.consumer is not None
+        self.publisher.flush()
+        assigned = self.consumer.assignment()
+        commit(self.consumer, {tp: o for tp, o in self.positions.items() if tp in assigned})
+        self.last_commit = time.monotonic()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked:
+            self.predictor.commit()
+            for tp in revoked:
+                self.predictor.positions.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))

@@ -1,0 +1,148 @@
+"""Signed checkpoint records: a JSON header, a pickled payload, and an HMAC over both.
+
+The header (offsets, version, counts, metrics, versions of River and Python) is plain JSON,
+readable without unpickling anything. The payload is a pickle of the ``ModelState``, and
+unpickling runs code: ``open_record`` verifies the HMAC-SHA256 signature and the runtime
+versions first, and refuses with ``IntegrityError`` before a single byte is unpickled.
+
+>>> from stream_learner.engine import ModelState
+>>> keys = {"k1": b"secret"}
+>>> state = ModelState.fresh("linear_model.LinearRegression()")
+>>> record = seal_record(state, CheckpointMeta("demo", 1, {"events:0": 10}), "k1", keys["k1"])
+>>> open_record(record, keys).meta.offsets
+{'events:0': 10}
+>>> open_record(record._replace(signature="00" * 32), keys)
+Traceback (most recent call last):
+...
+stream_learner.errors.IntegrityError: checkpoint demo v1: signature does not match ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import pickle
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+from stream_learner.engine import ModelState
+from stream_learner.errors import IntegrityError
+from stream_learner.models import runtime_versions
+
+FORMAT = 1
+
+
+class Record(NamedTuple):
+    """What the store keeps for one version, byte for byte."""
+
+    header: bytes
+    payload: bytes
+    signature: str
+
+
+@dataclass
+class CheckpointMeta:
+    """The header: everything about a checkpoint that can be read without unpickling."""
+
+    model: str
+    version: int
+    offsets: dict[str, int]  # "topic:partition" -> next offset to read
+    learned: int = 0
+    events: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    spec: str = ""
+    task: str = ""
+    token: int = 0
+    created_at: float = 0.0
+    key_id: str = ""
+    runtime: dict[str, str] = field(default_factory=dict)
+    format: int = FORMAT
+
+
+@dataclass
+class Checkpoint:
+    meta: CheckpointMeta
+    state: ModelState
+
+
+def tp_key(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+def parse_tp_key(key: str) -> tuple[str, int]:
+    topic, _, partition = key.rpartition(":")
+    return topic, int(partition)
+
+
+def _mac(key: bytes, header: bytes, payload: bytes) -> str:
+    mac = hmac.new(key, len(header).to_bytes(8, "big"), hashlib.sha256)
+    mac.update(header)
+    mac.update(payload)
+    return mac.hexdigest()
+
+
+def seal_record(state: ModelState, meta: CheckpointMeta, key_id: str, key: bytes) -> Record:
+    """Pickle the state and sign it with the header; fills in the header's bookkeeping."""
+    meta.learned = state.learned
+    meta.metrics = state.metrics.report()
+    meta.spec, meta.task = state.spec, state.task
+    meta.created_at = meta.created_at or time.time()
+    meta.key_id = key_id
+    meta.runtime = runtime_versions()
+    payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    return seal_payload(meta, payload, key)
+
+
+def seal_payload(meta: CheckpointMeta, payload: bytes, key: bytes) -> Record:
+    header = json.dumps(asdict(meta), sort_keys=True, separators=(",", ":")).encode()
+    return Record(header, payload, _mac(key, header, payload))
+
+
+def read_meta(record: Record) -> CheckpointMeta:
+    """The header alone (for listings); it is not trusted for anything else."""
+    try:
+        doc = json.loads(record.header)
+        return CheckpointMeta(**doc)
+    except (ValueError, TypeError) as exc:
+        raise IntegrityError(f"checkpoint header is unreadable: {exc}") from None
+
+
+def verify_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatch: bool = False
+                  ) -> CheckpointMeta:
+    """Check signature and runtime versions; raise ``IntegrityError`` on any doubt."""
+    meta = read_meta(record)
+    where = f"checkpoint {meta.model} v{meta.version}"
+    if not record.signature:
+        raise IntegrityError(f"{where}: unsigned: refusing to unpickle it")
+    key = keys.get(meta.key_id)
+    if key is None:
+        raise IntegrityError(f"{where}: signed with unknown key id {meta.key_id!r}")
+    if not hmac.compare_digest(_mac(key, record.header, record.payload), record.signature):
+        raise IntegrityError(
+            f"{where}: signature does not match (key id {meta.key_id!r}): refusing to unpickle it")
+    here = runtime_versions()
+    if meta.format != FORMAT:
+        raise IntegrityError(f"{where}: format {meta.format}, this build reads format {FORMAT}")
+    for lib in ("river", "python"):
+        theirs, ours = meta.runtime.get(lib, "?"), here[lib]
+        if _minor(theirs) != _minor(ours) and not allow_version_mismatch:
+            raise IntegrityError(
+                f"{where}: written by {lib} {theirs}, this process runs {lib} {ours}; "
+                "pickles are not portable across minor versions")
+    return meta
+
+
+def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatch: bool = False
+                ) -> Checkpoint:
+    meta = verify_record(record, keys, allow_version_mismatch)
+    state: Any = pickle.loads(record.payload)
+    if not isinstance(state, ModelState):
+        raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: payload is not a model state")
+    return Checkpoint(meta, state)
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])

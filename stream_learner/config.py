@@ -1,0 +1,213 @@
+"""One validated, immutable settings object.
+
+Every setting has a field here, a flag ``--name-with-dashes``, an environment variable
+``STREAM_LEARNER_NAME`` and a key ``name`` in an optional TOML file. Precedence:
+flags > environment > file > default. Values are validated once, at start-up, and the
+error names the source that carried the bad value.
+
+>>> s = Settings.load(env={"STREAM_LEARNER_CHECKPOINT_EVERY": "500"})
+>>> s.checkpoint_every
+500
+>>> Settings.load(flags={"checkpoint_every": "0"})
+Traceback (most recent call last):
+...
+stream_learner.errors.ConfigError: --checkpoint-every: must be at least 1, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stream_learner.errors import ConfigError
+
+ENV_PREFIX = "STREAM_LEARNER_"
+
+TASKS = ("auto", "binary", "multiclass", "regression")
+START_FROM = ("earliest", "latest")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _opt(default: Any, help: str, *, choices: tuple[str, ...] = (), minimum: float | None = None,
+         secret: bool = False, modes: str = "learn serve produce models") -> Any:
+    return field(default=default, metadata={
+        "help": help, "choices": choices, "minimum": minimum, "secret": secret,
+        "modes": modes.split(),
+    })
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told; see ``docs/configuration.md``."""
+
+    # Where: Kafka
+    bootstrap_servers: str = _opt("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated.")
+    events_topic: str = _opt("events", "Topic the events are read from.")
+    predictions_topic: str = _opt("predictions", "Topic the predictions are published to.",
+                                  modes="learn serve")
+    dead_letter_topic: str = _opt("events.dlq", "Topic that receives rejected events with the reason.",
+                                  modes="learn serve")
+    group_id: str = _opt("", "Consumer group; default stream-learner.<model>.<learn|serve>.",
+                         modes="learn serve")
+    start_from: str = _opt("earliest", "Where to start when no checkpoint or commit exists.",
+                           choices=START_FROM, modes="learn serve")
+    security_protocol: str = _opt("PLAINTEXT", "Kafka security protocol.", choices=SECURITY_PROTOCOLS)
+    sasl_mechanism: str = _opt("", "Kafka SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).")
+    sasl_username: str = _opt("", "Kafka SASL user name.")
+    sasl_password: str = _opt("", "Kafka SASL password.", secret=True)
+    ssl_cafile: str = _opt("", "CA file to verify the Kafka brokers' certificates.")
+
+    # Where: Redis
+    redis_url: str = _opt("redis://127.0.0.1:6379/0",
+                          "Redis URL for the model store (redis:// or rediss://, user:password@ allowed).",
+                          secret=True)
+    key_prefix: str = _opt("stream-learner", "Prefix of every Redis key the store writes.")
+
+    # What: the model
+    model: str = _opt("default", "Model name: the store keeps its versions under this name.")
+    model_spec: str = _opt("preprocessing.StandardScaler() | linear_model.LogisticRegression()",
+                           "River expression, or package.module:factory, building a fresh model.",
+                           modes="learn")
+    task: str = _opt("auto", "binary, multiclass or regression; auto infers it from the model.",
+                     choices=TASKS, modes="learn")
+    rolling_window: int = _opt(1000, "Window of the rolling prequential metrics, in labelled events.",
+                               minimum=1, modes="learn")
+
+    # Event contract
+    id_field: str = _opt("id", "Event field holding the event id.", modes="learn serve produce")
+    key_field: str = _opt("key", "Event field holding the event key.", modes="learn serve produce")
+    ts_field: str = _opt("ts", "Event field holding the event time (seconds).",
+                         modes="learn serve produce")
+    x_field: str = _opt("x", "Event field holding the features object.", modes="learn serve produce")
+    y_field: str = _opt("y", "Event field holding the label.", modes="learn serve produce")
+    max_event_bytes: int = _opt(1024 * 1024, "Larger messages are dead-lettered unread.", minimum=64,
+                                modes="learn serve")
+
+    # Checkpoints
+    checkpoint_every: int = _opt(10_000, "Checkpoint after this many events.", minimum=1,
+                                 modes="learn")
+    checkpoint_interval: float = _opt(30.0, "...or after this many seconds, whichever comes first.",
+                                      minimum=0.01, modes="learn")
+    keep_versions: int = _opt(5, "How many checkpoint versions the store keeps.", minimum=1,
+                              modes="learn")
+    hmac_key: str = _opt("", "Secret key signing checkpoints (HMAC-SHA256). Required.", secret=True,
+                         modes="learn serve models")
+    hmac_key_id: str = _opt("k1", "Name of the signing key, stored with each checkpoint.",
+                            modes="learn serve models")
+
+    # Frozen serving
+    pin_version: int = _opt(0, "Serve this checkpoint version and never reload (0: latest, hot reload).",
+                            minimum=0, modes="serve")
+    wait_for_model: float = _opt(0.0, "Seconds to wait for a first checkpoint (0: fail at once).",
+                                 minimum=0, modes="serve")
+
+    # Consumer loop
+    max_poll_records: int = _opt(500, "Records per poll batch.", minimum=1, modes="learn serve")
+    commit_interval: float = _opt(5.0, "Seconds between offset commits of the frozen predictor.",
+                                  minimum=0.01, modes="serve")
+
+    def consumer_group(self, mode: str) -> str:
+        return self.group_id or f"stream-learner.{self.model}.{mode}"
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with every secret masked, fit for logs."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value:
+                value = _redact_url(value) if f.name == "redis_url" else "***"
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def load(cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+             file: str | Path | None = None) -> Settings:
+        """Merge the sources (flags > env > file > defaults) and validate every value."""
+        env = os.environ if env is None else env
+        raw: dict[str, tuple[Any, str]] = {}
+        if file:
+            for name, value in _read_toml(Path(file)).items():
+                raw[name] = (value, f"{file}: key {name!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        for var, value in env.items():
+            if var.startswith(ENV_PREFIX) and var != ENV_PREFIX + "CONFIG":
+                name = var[len(ENV_PREFIX):].lower()
+                if name not in known:
+                    raise ConfigError(f"{var}: unknown setting")
+                raw[name] = (value, var)
+        for name, value in (flags or {}).items():
+            if value is not None:
+                raw[name] = (value, "--" + name.replace("_", "-"))
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in raw:
+                value, source = raw.pop(f.name)
+                values[f.name] = _coerce(f, value, source)
+        for name, (_, source) in raw.items():
+            raise ConfigError(f"{source}: unknown setting {name!r}")
+        return cls(**values)
+
+
+def settings_fields() -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(Settings)
+
+
+def env_var(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"--config {path}: cannot read it: {exc}") from None
+    # Allow both a flat file and a [stream_learner] table.
+    table = data.get("stream_learner", data)
+    if not isinstance(table, dict):
+        raise ConfigError(f"--config {path}: [stream_learner] must be a table")
+    return table
+
+
+def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
+    kind: Any = type(f.default)
+    try:
+        if kind is bool:
+            raise AssertionError("no boolean settings")  # pragma: no cover
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            out: Any = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError
+            out = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ValueError
+            out = value.strip()
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: expected {kind.__name__}, got {value!r}") from None
+    minimum = f.metadata["minimum"]
+    if minimum is not None and not out >= minimum:  # also rejects NaN
+        shown = int(minimum) if float(minimum).is_integer() else minimum
+        raise ConfigError(f"{source}: must be at least {shown}, got {value}")
+    choices = f.metadata["choices"]
+    if choices and out not in choices:
+        raise ConfigError(f"{source}: must be one of {', '.join(choices)}, got {value!r}")
+    return out
+
+
+def _redact_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = creds.split(":", 1)[0] if ":" in creds else ""
+    return f"{scheme}://{user}:***@{host}"

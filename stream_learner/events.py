@@ -1,0 +1,160 @@
+"""The event and prediction contracts (docs/contracts.md).
+
+An event is one UTF-8 JSON object. Decoding is strict, because one NaN would poison a
+linear model for good: anything suspicious raises ``InvalidEvent`` with a short reason
+code, and the caller dead-letters the original bytes.
+
+>>> src = Source("events", 0, 7, 1_700_000_000_000)
+>>> e = decode_event(b'{"x": {"a": 1.5, "b": "FR", "c": null}, "y": true}', src, FieldNames(), "binary")
+>>> e.id, e.x, e.y, e.ts
+('events/0/7', {'a': 1.5, 'b': 'FR'}, True, 1700000000.0)
+>>> decode_event(b'{"x": {"a": NaN}}', src, FieldNames(), "binary")
+Traceback (most recent call last):
+...
+stream_learner.errors.InvalidEvent: non_finite: NaN is not a finite number
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from stream_learner.errors import InvalidEvent
+
+Label = bool | int | float | str
+Features = dict[str, float | int | str | bool]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldNames:
+    """Names of the event's fields, all configurable."""
+
+    id: str = "id"
+    key: str = "key"
+    ts: str = "ts"
+    x: str = "x"
+    y: str = "y"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from; Kafka timestamps are in milliseconds."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    key: str | None
+    ts: float | None
+    x: Features
+    y: Label | None
+    source: Source
+
+    @property
+    def labelled(self) -> bool:
+        return self.y is not None
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidEvent("non_finite", f"{name} is not a finite number")
+
+
+def _finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise InvalidEvent("non_finite", f"{what} is {value}")
+    return value
+
+
+def decode_event(raw: bytes, source: Source, fields: FieldNames, task: str,
+                 max_bytes: int = 1024 * 1024) -> Event:
+    """Validate one message and return the event, or raise ``InvalidEvent``.
+
+    ``null`` feature values mean "missing" and are dropped, as River expects.
+    """
+    if len(raw) > max_bytes:
+        raise InvalidEvent("too_large", f"{len(raw)} bytes > limit of {max_bytes}")
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("not_utf8", str(exc)) from None
+    except RecursionError:
+        raise InvalidEvent("too_deep", "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError
+        raise InvalidEvent("invalid_json", str(exc)) from None
+    if not isinstance(doc, dict):
+        raise InvalidEvent("not_object", f"event is a JSON {type(doc).__name__}, not an object")
+    if fields.x not in doc:
+        raise InvalidEvent("missing_x", f"no {fields.x!r} field")
+    x = _features(doc[fields.x], fields.x)
+    y = check_label(doc.get(fields.y), task)
+    event_id = doc.get(fields.id)
+    if event_id is None:
+        event_id = str(source)
+    elif not isinstance(event_id, str | int) or isinstance(event_id, bool):
+        raise InvalidEvent("bad_field", f"{fields.id!r} must be a string or an integer")
+    key = doc.get(fields.key)
+    if key is not None and not isinstance(key, str):
+        raise InvalidEvent("bad_field", f"{fields.key!r} must be a string")
+    ts = doc.get(fields.ts)
+    if ts is None:
+        ts = None if source.timestamp_ms is None else source.timestamp_ms / 1000
+    elif isinstance(ts, bool) or not isinstance(ts, int | float):
+        raise InvalidEvent("bad_field", f"{fields.ts!r} must be a number of seconds")
+    else:
+        ts = _finite(float(ts), fields.ts)
+    return Event(str(event_id), key, ts, x, y, source)
+
+
+def _features(x: Any, name: str) -> Features:
+    if not isinstance(x, dict):
+        raise InvalidEvent("x_not_object", f"{name!r} is a JSON {type(x).__name__}, not an object")
+    out: Features = {}
+    for k, v in x.items():
+        if v is None:
+            continue
+        if isinstance(v, float):
+            _finite(v, f"feature {k!r}")
+        elif not isinstance(v, int | str):  # bool is an int
+            raise InvalidEvent("bad_feature", f"feature {k!r} is a {type(v).__name__}; {name!r} must be flat")
+        out[k] = v
+    return out
+
+
+def check_label(y: Any, task: str) -> Label | None:
+    """Check the label's type against the task; ``None`` means unlabelled."""
+    if y is None:
+        return None
+    if task == "regression":
+        if isinstance(y, bool) or not isinstance(y, int | float):
+            raise InvalidEvent("bad_label", f"a regression label must be a number, got {y!r}")
+        return _finite(float(y), "label")
+    if isinstance(y, float) or not isinstance(y, bool | int | str):
+        raise InvalidEvent("bad_label", f"a {task} label must be a boolean, integer or string, got {y!r}")
+    return y
+
+
+def encode_prediction(event: Event, prediction: Label | None, proba: dict[Any, float] | None,
+                      model: str, version: int, mode: str, learned: int) -> bytes:
+    """The prediction message (docs/contracts.md); ``learned`` pins the exact model state."""
+    doc: dict[str, Any] = {
+        "id": event.id, "key": event.key, "prediction": prediction,
+        "model": model, "model_version": version, "learned": learned, "mode": mode,
+        "source": str(event.source), "ts": event.ts,
+    }
+    if proba is not None:
+        doc["proba"] = {_class_key(c): p for c, p in proba.items()}
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _class_key(c: Any) -> str:
+    return json.dumps(c) if isinstance(c, bool) else str(c)
