@@ -1,0 +1,238 @@
+"""``stream-learner``: the composition root, and the only place that reads flags and env.
+
+Exit codes: 0 success, 2 usage or configuration error (the message names the flag,
+variable or file key), 1 runtime failure. Expected errors print one line, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from stream_learner.config import Settings, env_var, settings_fields
+from stream_learner.errors import ConfigError, StreamLearnerError
+
+log = logging.getLogger("stream_learner")
+
+COMMANDS = {
+    "learn": "Consume events, predict, publish, learn, checkpoint (one learner per model).",
+    "serve": "Frozen predictor: load a checkpoint, predict and publish, hot-reload new versions.",
+    "produce": "Replay a bundled River dataset or a JSONL file into the events topic.",
+    "models": "List or show the checkpoint versions kept in the store.",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own usage errors: exit 2, no traceback
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stream-learner", description=__doc__.split("\n")[0].strip("`: "))
+    parser.add_argument("--log-level", default=os.environ.get(env_var("log_level"), "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Log verbosity.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command, help_text in COMMANDS.items():
+        p = sub.add_parser(command, help=help_text, description=help_text,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p.add_argument("--config", metavar="FILE", default=os.environ.get(env_var("config")),
+                       help=f"TOML file of settings (also {env_var('config')}).")
+        for f in settings_fields():
+            if command in f.metadata["modes"]:
+                choices = f"; one of {', '.join(f.metadata['choices'])}" if f.metadata["choices"] else ""
+                p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                               metavar=type(f.default).__name__.upper(),
+                               help=f"{f.metadata['help']}{choices} [env {env_var(f.name)}; "
+                                    f"default {'(secret)' if f.metadata['secret'] else repr(f.default)}]")
+        if command == "produce":
+            source = p.add_mutually_exclusive_group(required=True)
+            source.add_argument("--dataset", help="Bundled River dataset: Phishing, Bananas, "
+                                                  "TrumpApproval, ImageSegments, ...")
+            source.add_argument("--file", type=Path, help="JSONL file, one event per line.")
+            p.add_argument("--limit", type=int, default=0, help="Stop after this many events (0: all).")
+            p.add_argument("--repeat", type=int, default=1, help="Replay the data this many times.")
+            p.add_argument("--withhold-labels", action="store_true", help="Send events without y.")
+        if command == "models":
+            p.add_argument("action", choices=["list", "show"], help="list versions, or show one")
+            p.add_argument("version", nargs="?", type=int, default=0, help="Version (default latest).")
+    return parser
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    names = {f.name for f in settings_fields()}
+    flags = {k: v for k, v in vars(args).items() if k in names}
+    return Settings.load(flags=flags, file=args.config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        settings = load_settings(args)
+        return int(_COMMANDS[args.command](settings, args) or 0)
+    except ConfigError as exc:
+        print(f"stream-learner {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except StreamLearnerError as exc:
+        print(f"stream-learner {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _require_key(settings: Settings) -> None:
+    if not settings.hmac_key:
+        raise ConfigError(f"--hmac-key (or {env_var('hmac_key')}) is required: checkpoints are signed")
+
+
+def _store(settings: Settings) -> Any:
+    from stream_learner.store import RedisStore
+
+    return RedisStore(settings.redis_url, settings.key_prefix)
+
+
+def cmd_learn(settings: Settings, _args: argparse.Namespace) -> int:
+    from consumers.kafka_io import stop_on_signals
+    from consumers.learner import Learner
+    from stream_learner.models import build_model
+
+    _require_key(settings)
+    build_model(settings.model_spec)  # a wrong spec fails before touching Kafka or Redis
+    log.info("learn: settings %s", settings.redacted())
+    Learner(settings, _store(settings)).run(stop_on_signals())
+    return 0
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    from consumers.kafka_io import stop_on_signals
+    from consumers.predictor import Predictor
+
+    _require_key(settings)
+    log.info("serve: settings %s", settings.redacted())
+    Predictor(settings, _store(settings)).run(stop_on_signals())
+    return 0
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.kafka_io import make_producer
+
+    if args.limit < 0:
+        raise ConfigError(f"--limit: must be at least 0, got {args.limit}")
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat: must be at least 1, got {args.repeat}")
+    events = iter_events(settings, args)
+    producer = make_producer(settings, "stream-learner-produce")
+    count = 0
+    failures: list[BaseException] = []
+    try:
+        for key, value in events:
+            producer.send(settings.events_topic, key=key.encode(), value=value).add_errback(failures.append)
+            count += 1
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+    if failures:
+        raise StreamLearnerError(f"{len(failures)} of {count} events were not acknowledged: {failures[0]}")
+    print(f"produced {count} events to {settings.events_topic}")
+    return 0
+
+
+def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[str, bytes]]:
+    """(key, JSON bytes) for each event to produce, validated before anything is sent."""
+    rows = list(_dataset_rows(args.dataset) if args.dataset else _file_rows(args.file))
+    name = args.dataset or args.file.stem
+    produced = 0
+    for rep in range(args.repeat):
+        for i, doc in enumerate(rows):
+            if args.limit and produced >= args.limit:
+                return
+            doc = dict(doc)
+            doc.setdefault(settings.id_field, f"{name}-{i}" + (f"-r{rep}" if rep else ""))
+            if args.withhold_labels:
+                doc.pop(settings.y_field, None)
+            produced += 1
+            yield str(doc[settings.id_field]), json.dumps(doc, default=_plain).encode()
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _dataset_rows(name: str) -> Iterator[dict[str, Any]]:
+    from river import datasets
+
+    cls = getattr(datasets, name, None)
+    if not isinstance(cls, type) or not issubclass(cls, datasets.base.Dataset):
+        raise ConfigError(f"--dataset: {name!r} is not a River dataset")
+    if issubclass(cls, datasets.base.RemoteDataset):
+        raise ConfigError(f"--dataset: {name!r} must be downloaded; use a bundled one (e.g. Phishing)")
+    for x, y in cls():
+        yield {"x": x, "y": y}
+
+
+def _file_rows(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--file {path}: cannot read it: {exc}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(f"--file {path}: line {n} is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"--file {path}: line {n} is not a JSON object")
+        yield doc
+
+
+def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
+    from consumers.learner import signing_keys
+    from stream_learner.checkpoint import read_meta, verify_record
+
+    store = _store(settings)
+    versions = store.versions(settings.model)
+    if not versions:
+        print(f"model {settings.model}: no checkpoints in the store")
+        return 1
+    shown = versions if args.action == "list" else [args.version or versions[-1]]
+    now = time.time()
+    for version in shown:
+        record = store.load(settings.model, version)
+        meta = read_meta(record)
+        if settings.hmac_key:
+            try:
+                verify_record(record, signing_keys(settings))
+                signature = "verified"
+            except StreamLearnerError as exc:
+                signature = f"REFUSED ({exc})"
+        else:
+            signature = "not checked (no --hmac-key)"
+        if args.action == "list":
+            print(f"v{meta.version}  age {now - meta.created_at:8.1f}s  learned {meta.learned:>8}  "
+                  f"events {meta.events:>8}  {json.dumps(meta.metrics)}  signature {signature}")
+        else:
+            doc = dataclasses.asdict(meta)
+            doc.update(age_seconds=round(now - meta.created_at, 1), payload_bytes=len(record.payload),
+                       signature=signature)
+            print(json.dumps(doc, indent=2, sort_keys=True))
+    return 0
+
+
+_COMMANDS = {"learn": cmd_learn, "serve": cmd_serve, "produce": cmd_produce, "models": cmd_models}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Shared by the service's integration tests: run components, feed topics, read them back."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from stream_learner.checkpoint import Checkpoint, CheckpointMeta, open_record, read_meta
+from stream_learner.config import Settings, env_var
+from stream_learner.store import RedisStore
+from tools.localstack import ROOT, KafkaBroker, RedisServer
+
+KEY = "integration-test-key"
+
+
+def wait_for(what: str, condition: Callable[[], Any], timeout: float = 60.0, every: float = 0.05) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def make_settings(kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+                  **overrides: Any) -> Settings:
+    base = Settings(
+        bootstrap_servers=kafka.bootstrap, redis_url=redis_server.url, model=unique("model"),
+        events_topic=unique("events"), predictions_topic=unique("predictions"),
+        dead_letter_topic=unique("dlq"), key_prefix=unique("sl"), hmac_key=KEY,
+        checkpoint_interval=0.5,
+    )
+    return replace(base, **overrides)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as STREAM_LEARNER_* variables, for a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
+    for name, value in vars(settings).items():
+        env[env_var(name)] = str(value)
+    return env
+
+
+def phishing() -> list[tuple[dict[str, Any], bool]]:
+    """Phishing as the service sees it: through a JSON round trip."""
+    from river import datasets
+
+    return [(json.loads(json.dumps(x)), y) for x, y in datasets.Phishing()]
+
+
+def event_bytes(rows: Iterable[tuple[dict[str, Any], Any]], prefix: str = "e", start: int = 0,
+                labelled: bool = True) -> list[tuple[str, bytes]]:
+    out = []
+    for i, (x, y) in enumerate(rows, start):
+        doc: dict[str, Any] = {"id": f"{prefix}-{i}", "x": x}
+        if labelled:
+            doc["y"] = y
+        out.append((doc["id"], json.dumps(doc).encode()))
+    return out
+
+
+def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str | None, bytes]]) -> int:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                             max_request_size=16 * 1024 * 1024)
+    futures = [producer.send(topic, key=k.encode() if k else None, value=v) for k, v in messages]
+    producer.flush()
+    producer.close()
+    assert all(f.succeeded() for f in futures)
+    return len(futures)
+
+
+@dataclass
+class Message:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+    def json(self) -> Any:
+        return json.loads(self.value)
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 60.0) -> list[Message]:
+    """Read a topic from the beginning (no group) until ``count`` messages arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             fetch_max_bytes=64 * 1024 * 1024,
+                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    partitions = wait_for(f"partitions of {topic}", lambda: consumer.partitions_for_topic(topic))
+    consumer.assign([TopicPartition(topic, p) for p in partitions])
+    consumer.seek_to_beginning()
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            out.extend(Message(r.partition, r.offset, r.key, r.value, dict(r.headers)) for r in records)
+    consumer.close()
+    assert len(out) >= count, f"{topic}: {len(out)} of {count} messages before the deadline"
+    return out
+
+
+class Runnable(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+class InThread:
+    """Run a learner or predictor in a thread of the test process; ``stop()`` ends it cleanly."""
+
+    def __init__(self, component: Runnable) -> None:
+        self.component = component
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.component.run(self.stop_event)
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "component did not stop"
+        if self.error:
+            raise self.error
+
+
+def spawn(command: str, settings: Settings, *extra: str) -> subprocess.Popen[str]:
+    """``stream-learner <command>`` as a real process, configured through its environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream_learner.cli", command, *extra],
+        env=settings_env(settings), cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def store_for(settings: Settings) -> RedisStore:
+    return RedisStore(settings.redis_url, settings.key_prefix)
+
+
+def latest_meta(settings: Settings) -> CheckpointMeta | None:
+    store = store_for(settings)
+    try:
+        version = store.latest_version(settings.model)
+        return read_meta(store.load(settings.model, version)) if version else None
+    finally:
+        store.close()
+
+
+def wait_learned(settings: Settings, learned: int, timeout: float = 60.0) -> CheckpointMeta:
+    """Until a checkpoint holds at least ``learned`` labelled events."""
+    def check() -> CheckpointMeta | None:
+        meta = latest_meta(settings)
+        return meta if meta and meta.learned >= learned else None
+
+    meta: CheckpointMeta = wait_for(f"a checkpoint with {learned} learned", check, timeout, every=0.1)
+    return meta
+
+
+def load_checkpoint(settings: Settings, version: int = 0) -> Checkpoint:
+    store = store_for(settings)
+    try:
+        return open_record(store.load(settings.model, version), {settings.hmac_key_id: KEY.encode()})
+    finally:
+        store.close()

@@ -1,0 +1,217 @@
+"""The continually-learning consumer on real Kafka and Redis, checked against exact oracles."""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+from river import evaluate, linear_model, metrics, preprocessing
+
+from consumers.learner import Learner
+from stream_learner.config import Settings
+from tests.integration.helpers import (
+    InThread,
+    event_bytes,
+    load_checkpoint,
+    make_settings,
+    phishing,
+    produce,
+    read_topic,
+    spawn,
+    store_for,
+    wait_for,
+    wait_learned,
+)
+from tools.localstack import KafkaBroker, RedisServer
+
+SPEC = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"
+
+
+def river_model() -> Any:
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+
+def same_model(a: Any, b: Any, rows: list[tuple[dict[str, Any], Any]]) -> None:
+    """Same parameters and the same predictions on every row."""
+    assert a["LogisticRegression"].weights == b["LogisticRegression"].weights
+    assert a["LogisticRegression"].intercept == b["LogisticRegression"].intercept
+    for x, _ in rows:
+        assert a.predict_proba_one(x) == b.predict_proba_one(x)
+
+
+def test_service_metric_and_model_equal_river_on_phishing(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    rows = phishing()
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC)
+    produce(kafka.bootstrap, settings.events_topic, event_bytes(rows))
+
+    learner = InThread(Learner(settings, store_for(settings)))
+    wait_learned(settings, len(rows))
+    learner.stop()
+
+    oracle, accuracy = river_model(), metrics.Accuracy()
+    evaluate.progressive_val_score(dataset=rows, model=oracle, metric=accuracy)
+    ckpt = load_checkpoint(settings)
+    service_accuracy = ckpt.state.metrics.cumulative[0]
+    assert type(service_accuracy).__name__ == "Accuracy"
+    assert service_accuracy.get() == accuracy.get()
+    assert f"{service_accuracy}" == f"{accuracy}"  # to the printed digits: "Accuracy: 89.28%"
+    assert ckpt.meta.learned == len(rows)
+    assert ckpt.meta.offsets == {f"{settings.events_topic}:0": len(rows)}
+    same_model(ckpt.state.model, oracle, rows)
+
+    # Every published prediction is the one the model made before learning that event.
+    published = [m.json() for m in read_topic(kafka.bootstrap, settings.predictions_topic, len(rows))]
+    replay = river_model()
+    for i, ((x, y), pred) in enumerate(zip(rows, published, strict=True)):
+        proba = replay.predict_proba_one(x)
+        assert pred["id"] == f"e-{i}" and pred["learned"] == i and pred["mode"] == "learn"
+        assert pred["prediction"] == max(proba, key=proba.__getitem__)
+        assert math.isclose(pred["proba"]["true"], proba[True], rel_tol=0, abs_tol=0)
+        replay.learn_one(x, y)
+
+
+def test_sigterm_halfway_then_restart_equals_uninterrupted(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    rows = phishing()
+    half = len(rows) // 2
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
+                             checkpoint_every=100)
+    messages = event_bytes(rows)
+    produce(kafka.bootstrap, settings.events_topic, messages[:half])
+
+    first = spawn("learn", settings)
+    wait_learned(settings, half)
+    first.send_signal(signal.SIGTERM)
+    out, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, out
+    assert "checkpoint" in out
+
+    produce(kafka.bootstrap, settings.events_topic, messages[half:])
+    second = spawn("learn", settings)
+    try:
+        wait_learned(settings, len(rows))
+    finally:
+        second.send_signal(signal.SIGTERM)
+        out, _ = second.communicate(timeout=60)
+    assert "resumed v" in out and f"({half} learned)" in out, out
+
+    ckpt = load_checkpoint(settings)
+    assert ckpt.meta.learned == ckpt.state.learned == len(rows)
+    uninterrupted = river_model()
+    for x, y in rows:
+        uninterrupted.learn_one(x, y)
+    same_model(ckpt.state.model, uninterrupted, rows)
+
+
+def test_bad_input_is_dead_lettered_and_the_model_learns_only_good_events(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    rows = phishing()[:1000]
+    good = event_bytes(rows)
+    bad: list[tuple[str, bytes]] = [
+        ("invalid_json", b'{"x": {"a": 1'),
+        ("non_finite", b'{"x": {"empty_server_form_handler": NaN}, "y": true}'),
+        ("non_finite", b'{"x": {"empty_server_form_handler": Infinity}, "y": true}'),
+        ("non_finite", b'{"x": {"empty_server_form_handler": 1e999}, "y": false}'),
+        ("missing_x", b'{"y": true}'),
+        ("x_not_object", b'{"x": [1, 2], "y": true}'),
+        ("bad_label", b'{"x": {"ip_in_url": 1}, "y": 0.5}'),
+        ("bad_label", b'{"x": {"ip_in_url": 1}, "y": {"a": 1}}'),
+        ("new_class", b'{"x": {"ip_in_url": 1}, "y": "maybe"}'),
+        ("not_object", b'[1, 2, 3]'),
+        ("not_utf8", b'\xff\xfe{"x": {}}'),
+        ("too_large", json.dumps({"x": {"pad": "p" * (2 * 1024 * 1024)}, "y": True}).encode()),
+    ]
+    # One bad message after every 80 good ones, the rest at the end.
+    stream: list[tuple[str | None, bytes]] = []
+    pending = list(bad)
+    for i, message in enumerate(good):
+        stream.append(message)
+        if i % 80 == 40 and pending:
+            stream.append((None, pending.pop(0)[1]))
+    stream.extend((None, value) for _, value in pending)
+    expected_bad = {value: reason for reason, value in bad}
+
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"))
+    produce(kafka.bootstrap, settings.events_topic, stream)
+    learner = InThread(Learner(settings, store_for(settings)))
+    wait_learned(settings, len(rows))
+    learner.stop()
+
+    letters = read_topic(kafka.bootstrap, settings.dead_letter_topic, len(expected_bad))
+    assert len(letters) == len(expected_bad)
+    for letter in letters:
+        assert letter.headers["reason"].decode() == expected_bad[letter.value]
+        assert letter.headers["source.topic"].decode() == settings.events_topic
+        assert letter.headers["source.partition"] == b"0"
+        source_offset = int(letter.headers["source.offset"])
+        assert stream[source_offset][1] == letter.value
+        assert letter.headers["exception"]
+
+    ckpt = load_checkpoint(settings)
+    assert ckpt.meta.learned == len(rows)
+    assert ckpt.meta.offsets == {f"{settings.events_topic}:0": len(stream)}
+    only_good = river_model()
+    for x, y in rows:
+        only_good.learn_one(x, y)
+    same_model(ckpt.state.model, only_good, rows)
+    weights = ckpt.state.model["LogisticRegression"].weights
+    assert all(math.isfinite(w) for w in weights.values())
+
+
+def test_tampered_checkpoint_is_refused_and_never_unpickled(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"))
+    produce(kafka.bootstrap, settings.events_topic, event_bytes(phishing()[:200]))
+    learner = InThread(Learner(settings, store_for(settings)))
+    meta = wait_learned(settings, 200)
+    learner.stop()
+
+    store = store_for(settings)
+    key = store.key(settings.model, f"v:{meta.version}")
+    marker = tmp_path / "unpickled"
+    evil = pickle.dumps(_WritesMarker(str(marker)))
+    original = cast(dict[bytes, bytes], store.client.hgetall(key))
+
+    for field, value in [("payload", evil), ("signature", b"0" * 64),
+                         ("header", original[b"header"].replace(b'"learned":200', b'"learned":999'))]:
+        store.client.hset(key, mapping={**original, field.encode(): value})
+        for command in ("learn", "serve"):
+            proc = spawn(command, settings)
+            out, _ = proc.communicate(timeout=60)
+            assert proc.returncode == 1, (field, command, out)
+            assert "IntegrityError" in out and "signature does not match" in out, out
+            assert "Traceback" not in out
+            assert not marker.exists()
+    store.close()
+    wait_for("nothing unpickled", lambda: not marker.exists(), timeout=0.1)
+
+
+class _WritesMarker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def test_invalid_settings_fail_before_any_io(kafka: KafkaBroker, redis_server: RedisServer,
+                                            unique: Callable[[str], str]) -> None:
+    settings: Settings = make_settings(kafka, redis_server, unique, model_spec="linear_model.Nope()")
+    proc = spawn("learn", settings)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "--model-spec" in out and "Nope" in out and "Traceback" not in out
