@@ -118,14 +118,27 @@ def process_record(record: Any, engine: Engine, publisher: Publisher, fields: Fi
         publisher.prediction(event.key or event.id, prediction)
 
 
-def commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-    """Commit to Kafka for lag monitoring; a failure here loses nothing, so it only logs."""
+def commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int], *, in_listener: bool = False) -> None:
+    """Commit offsets to Kafka; a failure only logs (the next commit covers it).
+
+    A rebalance listener runs on kafka-python's IO thread, where a blocking commit is
+    refused: there the commit is sent asynchronously, ahead of the group leave or rejoin.
+    """
     if not offsets:
         return
+    payload = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+    if in_listener:
+        consumer.commit_async(payload, callback=_log_commit_failure)
+        return
     try:
-        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        consumer.commit(payload)
     except KafkaError as exc:
-        log.warning("offset commit failed (monitoring only): %s", exc)
+        log.warning("offset commit failed: %s", exc)
+
+
+def _log_commit_failure(_offsets: Any, response: Any) -> None:
+    if isinstance(response, BaseException):
+        log.warning("offset commit failed: %s", response)
 
 
 def stop_on_signals() -> threading.Event:

@@ -100,7 +100,7 @@ class Learner:
         return self.since_checkpoint >= s.checkpoint_every or (
             self.since_checkpoint > 0 and time.monotonic() - self.last_checkpoint >= s.checkpoint_interval)
 
-    def checkpoint(self, reason: str) -> None:
+    def checkpoint(self, reason: str, in_listener: bool = False) -> None:
         """Flush -> save (fenced, atomic) -> commit. A store outage is retried next time."""
         assert self.state is not None and self.publisher is not None and self.consumer is not None
         if self.since_checkpoint == 0:
@@ -124,7 +124,8 @@ class Learner:
         self.last_checkpoint = time.monotonic()
         assigned = self.consumer.assignment()
         commit(self.consumer, {tp: self.offsets[tp_key(tp.topic, tp.partition)]
-                               for tp in assigned if tp_key(tp.topic, tp.partition) in self.offsets})
+                               for tp in assigned if tp_key(tp.topic, tp.partition) in self.offsets},
+               in_listener=in_listener)
         log.info("checkpoint v%d (%s): %d events, %d learned, %d bytes, metrics %s", version, reason,
                  self.events, self.state.learned, len(record.payload), meta.metrics)
 
@@ -152,7 +153,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if revoked:
-            self.learner.checkpoint("revocation")
+            self.learner.checkpoint("revocation", in_listener=True)
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.learner.seek(assigned)

@@ -1,0 +1,115 @@
+"""The frozen predictor on real Kafka and Redis: frozen bytes, hot reload, scale-out."""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+
+from consumers.learner import Learner
+from consumers.predictor import Predictor
+from tests.integration.helpers import (
+    InThread,
+    event_bytes,
+    latest_meta,
+    make_settings,
+    phishing,
+    produce,
+    read_topic,
+    store_for,
+    wait_for,
+    wait_learned,
+)
+from tools.localstack import KafkaBroker, RedisServer
+
+
+def test_frozen_model_never_changes_and_hot_reloads_without_loss_or_duplicates(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    rows = phishing()
+    learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"), checkpoint_interval=0.3)
+    serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"))
+
+    # v1: a learner trained on the first half.
+    produce(kafka.bootstrap, learn.events_topic, event_bytes(rows[:625], "train"))
+    learner = InThread(Learner(learn, store_for(learn)))
+    v1 = wait_learned(learn, 625)
+
+    predictor = Predictor(serve, store_for(serve))
+    serving = InThread(predictor)
+    wait_for("the predictor to load v1", lambda: predictor.engine is not None)
+    before = pickle.dumps(predictor.engine.state.model if predictor.engine else None)
+
+    # 10,000 unlabelled events (labels would not matter: a frozen model never learns).
+    live = event_bytes((rows * 8)[:10_000], "live", labelled=False)
+    produce(kafka.bootstrap, serve.events_topic, live)
+    first = read_topic(kafka.bootstrap, serve.predictions_topic, len(live))
+    assert predictor.engine is not None and predictor.version == v1.version
+    assert pickle.dumps(predictor.engine.state.model) == before
+    ids = Counter(m.json()["id"] for m in first)
+    assert ids == Counter(key for key, _ in live)
+    assert {(m.json()["mode"], m.json()["model_version"]) for m in first} == {("frozen", v1.version)}
+
+    # While the predictor serves a steady stream, the learner writes v2.
+    swap = event_bytes(rows[625:], "swap", start=0, labelled=False)
+    produce(kafka.bootstrap, serve.events_topic, swap[:200])
+    read_topic(kafka.bootstrap, serve.predictions_topic, len(live) + 200)
+    produce(kafka.bootstrap, learn.events_topic, event_bytes(rows[625:], "train", start=625))
+    v2 = wait_learned(learn, len(rows))
+    published_at = time.monotonic()
+    learner.stop()
+    # Events produced one checkpoint interval after v2 was written carry v2.
+    wait_for("one checkpoint interval", lambda: time.monotonic() - published_at > learn.checkpoint_interval)
+    produce(kafka.bootstrap, serve.events_topic, swap[200:])
+
+    everything = read_topic(kafka.bootstrap, serve.predictions_topic, len(live) + len(swap))
+    serving.stop()
+    assert len(everything) == len(live) + len(swap)
+    swapped = sorted((m for m in everything if m.json()["id"].startswith("swap-")), key=lambda m: m.offset)
+    assert Counter(m.json()["id"] for m in swapped) == Counter(key for key, _ in swap)
+    versions = [m.json()["model_version"] for m in swapped]
+    assert versions == sorted(versions), "a version swap went backwards"
+    assert versions[0] == v1.version and versions[-1] == v2.version
+    late = {m.json()["model_version"] for m in swapped if int(m.json()["id"].split("-")[1]) >= 200}
+    assert late == {v2.version}
+    assert pickle.dumps(predictor.engine.state.model) != before  # it really swapped models
+
+
+def test_two_predictors_share_partitions_and_one_takes_over(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    rows = phishing()
+    learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"))
+    produce(kafka.bootstrap, learn.events_topic, event_bytes(rows[:300], "train"))
+    learner = InThread(Learner(learn, store_for(learn)))
+    wait_learned(learn, 300)
+    learner.stop()
+
+    serve = replace(learn, events_topic=topic("live", partitions=4), predictions_topic=unique("served"),
+                    commit_interval=0.2)
+    a, b = Predictor(serve, store_for(serve)), Predictor(serve, store_for(serve))
+    run_a, run_b = InThread(a), InThread(b)
+
+    def balanced() -> bool:
+        return all(p.consumer is not None and len(p.consumer.assignment()) == 2 for p in (a, b))
+
+    wait_for("both predictors to own two partitions", balanced, timeout=90)
+    first = event_bytes(rows[:1000], "one", labelled=False)
+    produce(kafka.bootstrap, serve.events_topic, first)
+    seen = read_topic(kafka.bootstrap, serve.predictions_topic, len(first))
+    assert Counter(m.json()["id"] for m in seen) == Counter(k for k, _ in first)  # exactly once each
+    assert balanced(), "a rebalance happened in the middle"
+
+    run_a.stop()
+    wait_for("b to own all four partitions",
+             lambda: b.consumer is not None and len(b.consumer.assignment()) == 4, timeout=90)
+    rest = event_bytes(rows[1000:], "two", labelled=False)
+    produce(kafka.bootstrap, serve.events_topic, rest)
+    everything = read_topic(kafka.bootstrap, serve.predictions_topic, len(first) + len(rest))
+    run_b.stop()
+    assert {m.json()["id"] for m in everything} == {k for k, _ in first + rest}
+    assert latest_meta(learn) is not None
