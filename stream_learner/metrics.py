@@ -40,7 +40,7 @@ class PrequentialMetrics:
         if y_pred is None or (proba is not None and not proba):
             return
         for metric in (*self.cumulative, *self.rolling):
-            metric.update(y, proba if _wants_proba(metric) else y_pred)
+            metric.update(y, proba if proba is not None and _wants_proba(metric) else y_pred)
         self.updates += 1
 
     def report(self, digits: int = 6) -> dict[str, float]:
@@ -55,4 +55,4 @@ class PrequentialMetrics:
 
 def _wants_proba(metric: Any) -> bool:
     inner = metric.obj if isinstance(metric, utils.Rolling) else metric
-    return not inner.requires_labels
+    return not getattr(inner, "requires_labels", True)

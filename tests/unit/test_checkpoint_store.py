@@ -1,0 +1,103 @@
+"""Signed checkpoints and the store's rules, on the in-memory twin."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream_learner.checkpoint import CheckpointMeta, Record, open_record, seal_payload, seal_record
+from stream_learner.engine import ModelState
+from stream_learner.errors import CheckpointError, FencedError, IntegrityError, NoCheckpoint
+from stream_learner.store import MemoryStore
+
+KEYS = {"k1": b"right"}
+
+
+def sealed(version: int = 1) -> Record:
+    state = ModelState.fresh("linear_model.LogisticRegression()")
+    return seal_record(state, CheckpointMeta("m", version, {"events:0": 5}), "k1", KEYS["k1"])
+
+
+class _Marker:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.path, "w"))
+
+
+def test_round_trip() -> None:
+    ckpt = open_record(sealed(), KEYS)
+    assert ckpt.meta.offsets == {"events:0": 5}
+    assert ckpt.meta.task == "binary" and ckpt.meta.runtime["river"]
+    assert isinstance(ckpt.state, ModelState)
+
+
+def test_every_bit_flip_and_truncation_is_refused() -> None:
+    record = sealed()
+    for i in range(0, len(record.payload), max(1, len(record.payload) // 50)):
+        flipped = bytearray(record.payload)
+        flipped[i] ^= 0x01
+        with pytest.raises(IntegrityError):
+            open_record(record._replace(payload=bytes(flipped)), KEYS)
+    with pytest.raises(IntegrityError):
+        open_record(record._replace(payload=record.payload[:-1]), KEYS)
+    with pytest.raises(IntegrityError):
+        open_record(record._replace(header=record.header.replace(b'"events:0":5', b'"events:0":6')), KEYS)
+
+
+@pytest.mark.parametrize(("key_id", "keys", "message"), [
+    ("k1", {"k1": b"wrong"}, "signature does not match"),
+    ("k2", KEYS, "unknown key id 'k2'"),
+])
+def test_a_malicious_pickle_is_never_unpickled(tmp_path: Path, key_id: str, keys: dict[str, bytes],
+                                               message: str) -> None:
+    marker = tmp_path / "pwned"
+    meta = CheckpointMeta("m", 1, {}, key_id=key_id, runtime=open_record(sealed(), KEYS).meta.runtime)
+    record = seal_payload(meta, pickle.dumps(_Marker(str(marker))), b"attacker")
+    with pytest.raises(IntegrityError, match=message):
+        open_record(record, keys)
+    with pytest.raises(IntegrityError, match="unsigned"):
+        open_record(record._replace(signature=""), KEYS)
+    assert not marker.exists()
+
+
+def test_a_different_river_version_is_refused_with_both_versions() -> None:
+    record = sealed()
+    meta = json.loads(record.header)
+    meta["runtime"]["river"] = "0.1.0"
+    forged = seal_payload(CheckpointMeta(**meta), record.payload, KEYS["k1"])
+    with pytest.raises(IntegrityError, match=r"written by river 0.1.0, this process runs river \d"):
+        open_record(forged, KEYS)
+    assert open_record(forged, KEYS, allow_version_mismatch=True).meta.version == 1
+
+
+def test_store_keeps_the_last_k_versions() -> None:
+    store = MemoryStore()
+    token = store.acquire("m")
+    for version in range(1, 8):
+        store.save("m", version, sealed(version), token, keep=3)
+    assert store.versions("m") == [5, 6, 7]
+    assert store.latest_version("m") == 7
+    assert open_record(store.load("m"), KEYS).meta.version == 7
+    with pytest.raises(NoCheckpoint):
+        store.load("m", 2)
+    with pytest.raises(NoCheckpoint):
+        store.load("other")
+
+
+def test_store_refuses_a_stale_writer_and_out_of_order_versions() -> None:
+    store = MemoryStore()
+    zombie = store.acquire("m")
+    store.save("m", 1, sealed(1), zombie, keep=3)
+    successor = store.acquire("m")
+    with pytest.raises(FencedError):
+        store.save("m", 2, sealed(2), zombie, keep=3)
+    with pytest.raises(CheckpointError, match="does not follow"):
+        store.save("m", 3, sealed(3), successor, keep=3)
+    store.save("m", 2, sealed(2), successor, keep=3)
+    assert store.versions("m") == [1, 2]

@@ -1,0 +1,70 @@
+"""The CLI's edges: exit codes and messages, without servers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stream_learner.cli import build_parser, iter_events, load_settings, main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_every_command_has_help_for_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("learn", "serve", "produce", "models"):
+        code, out = run(capsys, command, "--help")
+        assert code == 0 and "--bootstrap-servers" in out and "STREAM_LEARNER_BOOTSTRAP_SERVERS" in out
+    code, out = run(capsys, "learn", "--help")
+    assert "--checkpoint-every" in out and "--model-spec" in out and "(secret)" in out
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["learn", "--no-such-flag"], "--no-such-flag"),
+    (["learn", "--checkpoint-every", "ten"], "--checkpoint-every: expected int, got 'ten'"),
+    (["serve", "--start-from", "middle"], "--start-from: must be one of earliest, latest"),
+    (["learn", "--model-spec", "linear_model.Nope()", "--hmac-key", "k"], "--model-spec"),
+    (["learn"], "--hmac-key"),
+    (["produce", "--dataset", "NoSuchSet"], "--dataset: 'NoSuchSet' is not a River dataset"),
+    (["produce"], "one of the arguments --dataset --file is required"),
+    (["learn", "--config", "/nonexistent.toml"], "--config /nonexistent.toml: no such file"),
+])
+def test_usage_errors_exit_2_and_name_the_flag(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                needle: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STREAM_LEARNER_HMAC_KEY", raising=False)
+    code, out = run(capsys, *argv)
+    assert code == 2, out
+    assert needle in out
+    assert "Traceback" not in out
+
+
+def test_unreachable_redis_is_a_runtime_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(capsys, "models", "list", "--redis-url", "redis://127.0.0.1:1/0")
+    assert code == 1
+    assert "StoreUnavailable: Redis unreachable" in out and "Traceback" not in out
+
+
+def test_produce_reads_datasets_and_files(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["produce", "--dataset", "Phishing", "--limit", "3",
+                                      "--withhold-labels"])
+    events = list(iter_events(load_settings(args), args))
+    assert [k for k, _ in events] == ["Phishing-0", "Phishing-1", "Phishing-2"]
+    assert all("y" not in json.loads(v) for _, v in events)
+
+    file = tmp_path / "events.jsonl"
+    file.write_text('{"x": {"a": 1}, "y": 2.0}\n\n{"id": "mine", "x": {"a": 2}}\n')
+    args = build_parser().parse_args(["produce", "--file", str(file), "--repeat", "2"])
+    keys = [k for k, _ in iter_events(load_settings(args), args)]
+    assert keys == ["events-0", "mine", "events-0-r1", "mine"]
+
+    file.write_text("{not json\n")
+    with pytest.raises(Exception, match="line 1 is not JSON"):
+        list(iter_events(load_settings(args), args))

@@ -1,0 +1,101 @@
+"""The engine alone, against River's own prequential evaluation."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
+
+from stream_learner.engine import Engine, ModelState
+from stream_learner.errors import InvalidEvent, ModelSpecError
+from stream_learner.events import Event, Source
+from stream_learner.models import build_model, infer_task
+
+
+def events(dataset: Iterable[tuple[dict[str, Any], Any]], labelled: bool = True) -> list[Event]:
+    return [Event(f"e-{i}", None, None, x, y if labelled else None, Source("t", 0, i))
+            for i, (x, y) in enumerate(dataset)]
+
+
+@pytest.mark.parametrize(("spec", "dataset", "oracle_model", "oracle_metric"), [
+    ("preprocessing.StandardScaler() | linear_model.LogisticRegression()", datasets.Phishing(),
+     lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(), metrics.Accuracy),
+    ("tree.HoeffdingTreeClassifier()", datasets.ImageSegments(),
+     tree.HoeffdingTreeClassifier, metrics.Accuracy),
+    ("preprocessing.StandardScaler() | linear_model.LinearRegression()", datasets.TrumpApproval(),
+     lambda: preprocessing.StandardScaler() | linear_model.LinearRegression(), metrics.MAE),
+])
+def test_prequential_metric_equals_progressive_val_score(spec, dataset, oracle_model, oracle_metric):  # type: ignore[no-untyped-def]
+    state = ModelState.fresh(spec)
+    engine = Engine(state, model_name="m", mode="learn")
+    for event in events(dataset):
+        engine.process(event)
+    expected = oracle_metric()
+    evaluate.progressive_val_score(dataset=dataset, model=oracle_model(), metric=expected)
+    mine = next(m for m in state.metrics.cumulative if type(m) is oracle_metric)
+    assert mine.get() == expected.get()
+    assert state.learned == len(list(dataset))
+
+
+def test_frozen_engine_never_learns() -> None:
+    rows = list(datasets.Phishing())
+    state = ModelState.fresh("preprocessing.StandardScaler() | linear_model.LogisticRegression()")
+    trainer = Engine(state, model_name="m", mode="learn")
+    for event in events(rows[:100]):
+        trainer.process(event)
+
+    engine = Engine(state, model_name="m", mode="frozen", learn=False)
+    before = pickle.dumps(state)
+    outputs = [json.loads(engine.process(e)) for e in events(rows[100:])]
+    assert pickle.dumps(state) == before
+    assert {o["mode"] for o in outputs} == {"frozen"}
+
+
+def test_a_third_class_is_refused_by_a_binary_model() -> None:
+    state = ModelState.fresh("linear_model.LogisticRegression()")
+    engine = Engine(state, model_name="m", mode="learn")
+    for y in (True, False, True):
+        engine.process(Event("e", None, None, {"a": 1.0}, y, Source("t", 0, 0)))
+    with pytest.raises(InvalidEvent, match="new_class"):
+        engine.process(Event("e", None, None, {"a": 1.0}, "maybe", Source("t", 0, 0)))
+    assert state.learned == 3
+
+
+def test_model_errors_become_dead_letters() -> None:
+    state = ModelState.fresh("linear_model.LinearRegression()")
+    engine = Engine(state, model_name="m", mode="learn")
+    with pytest.raises(InvalidEvent) as info:
+        engine.process(Event("e", None, None, {"a": "text"}, 1.0, Source("t", 0, 0)))
+    assert info.value.reason == "model_error"
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("linear_model.Nope()", "failed: AttributeError"),
+    ("__import__('os')", "not a River module"),
+    ("linear_model.LogisticRegression().__class__", "private attribute"),
+    ("[x for x in ()]", "ListComp is not allowed"),
+    ("linear_model.LogisticRegression(", "not a Python expression"),
+    ("preprocessing.StandardScaler()", "neither a classifier nor a regressor"),
+    ("nowhere.module:factory", "cannot import"),
+    ("os:getcwd", "not a River model"),
+])
+def test_wrong_specs_fail_clearly(spec: str, message: str) -> None:
+    with pytest.raises(ModelSpecError, match=message):
+        build_model(spec)
+
+
+def test_task_inference() -> None:
+    assert infer_task(build_model("tree.HoeffdingTreeClassifier()")) == "multiclass"
+    assert infer_task(build_model("linear_model.LinearRegression()")) == "regression"
+    assert infer_task(build_model("tree.HoeffdingTreeClassifier()"), "binary") == "binary"
+    with pytest.raises(ModelSpecError, match="--task"):
+        infer_task(build_model("linear_model.LogisticRegression()"), "regression")
+
+
+def test_factory_specs_build_custom_models() -> None:
+    model = build_model("tests.unit.factories:scaled_logreg")
+    assert infer_task(model) == "binary"
