@@ -55,8 +55,8 @@ stack-down: venv
 stack-status: venv
 	$(BIN)/python tools/localstack.py status
 
-demo: stack-up
-	@echo "The stack is up (Kafka 127.0.0.1:9092, Redis 127.0.0.1:6379). The demo itself comes with the core service."
+demo: venv system-deps kafka
+	$(BIN)/python -m tools.demo
 
 clean:
 	rm -rf $(VENV) .stack .mypy_cache .ruff_cache .pytest_cache

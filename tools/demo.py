@@ -1,0 +1,146 @@
+"""``make demo``: replay a River dataset through a learner and a frozen predictor, live.
+
+Starts the local stack unless it is already up, streams the dataset into a fresh events
+topic at a steady rate, runs ``stream-learner learn`` and ``stream-learner serve`` as real
+processes, and prints progress once a second: events/s, the rolling prequential metric and
+the model version each side uses. At the end it prints a summary and stops everything it
+started (the stack too, if it started it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from stream_learner.checkpoint import read_meta
+from stream_learner.errors import StreamLearnerError
+from stream_learner.store import RedisStore
+from tools.localstack import DEV_KAFKA_PORT, DEV_REDIS_PORT, HOST, ROOT, StackError, stack_down, stack_up
+from tools.localstack import stack_status as stack_is_up
+
+BOOTSTRAP = f"{HOST}:{DEV_KAFKA_PORT}"
+REDIS_URL = f"redis://{HOST}:{DEV_REDIS_PORT}/0"
+
+
+def dataset_events(name: str, repeat: int) -> Iterator[tuple[str, bytes]]:
+    from river import datasets
+
+    rows = list(getattr(datasets, name)())
+    for rep in range(repeat):
+        for i, (x, y) in enumerate(rows):
+            event_id = f"{name}-{rep}-{i}"
+            yield event_id, json.dumps({"id": event_id, "x": x, "y": y}, default=float).encode()
+
+
+def spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream_learner.cli", command], env=env, cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="stream-learner live demo")
+    parser.add_argument("--dataset", default="Phishing")
+    parser.add_argument("--repeat", type=int, default=8, help="replays of the dataset")
+    parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
+    args = parser.parse_args()
+
+    started_stack = stack_is_up() != 0
+    if started_stack:
+        stack_up()
+    run = f"demo-{int(time.time())}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
+    env = {**base, "STREAM_LEARNER_BOOTSTRAP_SERVERS": BOOTSTRAP, "STREAM_LEARNER_REDIS_URL": REDIS_URL,
+           "STREAM_LEARNER_HMAC_KEY": secrets.token_hex(16), "STREAM_LEARNER_MODEL": run,
+           "STREAM_LEARNER_EVENTS_TOPIC": f"{run}.events", "STREAM_LEARNER_DEAD_LETTER_TOPIC": f"{run}.dlq",
+           "STREAM_LEARNER_CHECKPOINT_EVERY": "1000", "STREAM_LEARNER_CHECKPOINT_INTERVAL": "1"}
+    learner_env = {**env, "STREAM_LEARNER_PREDICTIONS_TOPIC": f"{run}.predictions"}
+    serve_env = {**env, "STREAM_LEARNER_PREDICTIONS_TOPIC": f"{run}.predictions.frozen",
+                 "STREAM_LEARNER_WAIT_FOR_MODEL": "120"}
+    logs = ROOT / ".stack" / run
+    logs.mkdir(parents=True, exist_ok=True)
+    store = RedisStore(REDIS_URL)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        events = list(dataset_events(args.dataset, args.repeat))
+        producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5, acks="all")
+        processes.append(spawn("learn", learner_env, logs / "learner.log"))
+        processes.append(spawn("serve", serve_env, logs / "predictor.log"))
+        watch = KafkaConsumer(f"{run}.predictions", f"{run}.predictions.frozen", bootstrap_servers=BOOTSTRAP,
+                              group_id=None, auto_offset_reset="earliest")
+        print(f"demo {run}: {len(events)} {args.dataset} events at {args.rate:.0f}/s "
+              f"(logs in {logs.relative_to(ROOT)})")
+        print(f"{'time':>5}  {'sent':>6}  {'learned':>7}  {'events/s':>8}  {'rolling acc':>11}  "
+              f"{'learner v':>9}  {'frozen preds':>12}  {'frozen v':>8}")
+        counts = {"learn": 0, "frozen": 0}
+        versions = {"learn": 0, "frozen": 0}
+        t0 = last = time.monotonic()
+        sent = last_count = 0
+        while counts["learn"] < len(events) or counts["frozen"] < len(events):
+            now = time.monotonic()
+            due = min(len(events), int((now - t0) * args.rate))
+            for key, value in events[sent:due]:
+                producer.send(f"{run}.events", key=key.encode(), value=value)
+            sent = max(sent, due)
+            for records in watch.poll(timeout_ms=100).values():
+                for record in records:
+                    doc = json.loads(record.value)
+                    counts[doc["mode"]] += 1
+                    versions[doc["mode"]] = doc["model_version"]
+            if any(p.poll() is not None for p in processes):
+                raise SystemExit(f"a service exited early; see {logs}")
+            if now - t0 > 60 + len(events) / args.rate:
+                raise SystemExit(f"the demo did not finish in time; see {logs}")
+            if now - last >= 1.0:
+                rolling = _rolling_metric(store, run)
+                rate = (counts["learn"] - last_count) / (now - last)
+                print(f"{now - t0:5.1f}  {sent:6d}  {counts['learn']:7d}  {rate:8.0f}  {rolling:>11}  "
+                      f"{versions['learn']:9d}  {counts['frozen']:12d}  {versions['frozen']:8d}", flush=True)
+                last, last_count = now, counts["learn"]
+        producer.flush()
+        producer.close()
+        watch.close()
+        for p in processes:
+            p.send_signal(signal.SIGTERM)
+        for p in processes:
+            p.wait(60)
+        meta = read_meta(store.load(run))
+        print(f"\nsummary: {len(events)} events; learner predicted {counts['learn']} and learned "
+              f"{meta.learned} (checkpoint v{meta.version}); frozen predictor predicted {counts['frozen']} "
+              f"with versions up to v{versions['frozen']}")
+        print("prequential metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(meta.metrics.items())))
+        return 0
+    except StackError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+        store.close()
+        if started_stack:
+            stack_down()
+
+
+def _rolling_metric(store: RedisStore, model: str) -> str:
+    try:
+        meta = read_meta(store.load(model))
+    except StreamLearnerError:
+        return "-"
+    value: Any = next((v for k, v in meta.metrics.items() if "@" in k), None)
+    return "-" if value is None else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
