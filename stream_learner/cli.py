@@ -129,7 +129,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit: must be at least 0, got {args.limit}")
     if args.repeat < 1:
         raise ConfigError(f"--repeat: must be at least 1, got {args.repeat}")
-    events = iter_events(settings, args)
+    events = list(iter_events(settings, args))  # bad input fails before any network I/O
     producer = make_producer(settings, "stream-learner-produce")
     count = 0
     failures: list[BaseException] = []
