@@ -64,12 +64,13 @@ def make_producer(settings: Settings, client_id: str = "stream-learner") -> Kafk
 class Publisher:
     """Sends predictions and dead letters, and knows whether every send was acknowledged."""
 
-    def __init__(self, producer: KafkaProducer, settings: Settings) -> None:
+    def __init__(self, producer: KafkaProducer, settings: Settings,
+                 dead_letters: dict[str, int] | None = None) -> None:
         self.producer = producer
         self.predictions_topic = settings.predictions_topic
         self.dead_letter_topic = settings.dead_letter_topic
         self.failures: list[str] = []
-        self.dead_letters: dict[str, int] = {}
+        self.dead_letters = {} if dead_letters is None else dead_letters  # reason -> count
 
     def _on_error(self, exc: BaseException) -> None:
         self.failures.append(f"{type(exc).__name__}: {exc}")

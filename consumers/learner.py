@@ -45,6 +45,7 @@ class Learner:
         self.fields = field_names(settings)
         self.offsets: dict[str, int] = {}  # tp_key -> next offset, consistent with self.state
         self.events = 0
+        self.dead_letters: dict[str, int] = {}  # carried across restarts by the checkpoint
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.version = 0
@@ -66,6 +67,7 @@ class Learner:
         else:
             self.state, self.version = ckpt.state, ckpt.meta.version
             self.offsets, self.events = dict(ckpt.meta.offsets), ckpt.meta.events
+            self.dead_letters = dict(ckpt.meta.dead_letters)
             log.info("model %s: resumed v%d (%d learned) at %s", s.model, self.version,
                      self.state.learned, self.offsets)
         self.engine = Engine(self.state, model_name=s.model, mode="learn", version=self.version)
@@ -73,7 +75,8 @@ class Learner:
     def run(self, stop: threading.Event) -> None:
         self.restore()
         self.consumer = make_consumer(self.settings, "learn")
-        self.publisher = Publisher(make_producer(self.settings, "stream-learner-learn"), self.settings)
+        self.publisher = Publisher(make_producer(self.settings, "stream-learner-learn"), self.settings,
+                                   self.dead_letters)
         self.consumer.subscribe([self.settings.events_topic], listener=_Rebalance(self))
         try:
             while not stop.is_set():
@@ -109,6 +112,7 @@ class Learner:
         self.publisher.flush()
         version = self.version + 1
         meta = CheckpointMeta(s.model, version, dict(self.offsets), events=self.events,
+                              dead_letters=dict(self.dead_letters),
                               token=self.token)
         record = seal_record(self.state, meta, s.hmac_key_id, s.hmac_key.encode())
         try:

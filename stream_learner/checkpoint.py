@@ -52,6 +52,7 @@ class CheckpointMeta:
     offsets: dict[str, int]  # "topic:partition" -> next offset to read
     learned: int = 0
     events: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)  # reason -> count
     metrics: dict[str, float] = field(default_factory=dict)
     spec: str = ""
     task: str = ""

@@ -221,8 +221,10 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         else:
             signature = "not checked (no --hmac-key)"
         if args.action == "list":
-            print(f"v{meta.version}  age {now - meta.created_at:8.1f}s  learned {meta.learned:>8}  "
-                  f"events {meta.events:>8}  {json.dumps(meta.metrics)}  signature {signature}")
+            offsets = ",".join(f"{tp}={o}" for tp, o in sorted(meta.offsets.items()))
+            print(f"v{meta.version}  age {now - meta.created_at:.1f}s  learned {meta.learned}  "
+                  f"events {meta.events}  dead letters {sum(meta.dead_letters.values())}  "
+                  f"offsets {offsets}  metrics {json.dumps(meta.metrics)}  signature {signature}")
         else:
             doc = dataclasses.asdict(meta)
             doc.update(age_seconds=round(now - meta.created_at, 1), payload_bytes=len(record.payload),

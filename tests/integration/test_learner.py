@@ -6,6 +6,7 @@ import json
 import math
 import pickle
 import signal
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -15,6 +16,7 @@ from river import evaluate, linear_model, metrics, preprocessing
 from consumers.learner import Learner
 from stream_learner.config import Settings
 from tests.integration.helpers import (
+    KEY,
     InThread,
     event_bytes,
     load_checkpoint,
@@ -107,6 +109,14 @@ def test_sigterm_halfway_then_restart_equals_uninterrupted(
 
     ckpt = load_checkpoint(settings)
     assert ckpt.meta.learned == ckpt.state.learned == len(rows)
+    listing = spawn("models", settings, "list")
+    out, _ = listing.communicate(timeout=60)
+    assert listing.returncode == 0, out
+    latest = out.strip().splitlines()[-1]
+    assert latest.startswith(f"v{ckpt.meta.version}  ") and f"learned {len(rows)}" in latest
+    assert f"{settings.events_topic}:0={len(rows)}" in latest and "signature verified" in latest
+    assert KEY not in out
+
     uninterrupted = river_model()
     for x, y in rows:
         uninterrupted.learn_one(x, y)
@@ -162,6 +172,7 @@ def test_bad_input_is_dead_lettered_and_the_model_learns_only_good_events(
     ckpt = load_checkpoint(settings)
     assert ckpt.meta.learned == len(rows)
     assert ckpt.meta.offsets == {f"{settings.events_topic}:0": len(stream)}
+    assert ckpt.meta.dead_letters == dict(Counter(expected_bad.values()))
     only_good = river_model()
     for x, y in rows:
         only_good.learn_one(x, y)

@@ -18,6 +18,7 @@ from tests.integration.helpers import (
     phishing,
     produce,
     read_topic,
+    spawn,
     store_for,
     wait_for,
     wait_learned,
@@ -113,3 +114,14 @@ def test_two_predictors_share_partitions_and_one_takes_over(
     run_b.stop()
     assert {m.json()["id"] for m in everything} == {k for k, _ in first + rest}
     assert latest_meta(learn) is not None
+
+
+def test_serve_without_a_checkpoint_waits_then_fails_clearly(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+) -> None:
+    settings = make_settings(kafka, redis_server, unique, wait_for_model=1.0)
+    proc = spawn("serve", settings)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "waiting up to 1 s for a checkpoint" in out
+    assert f"NoCheckpoint: model {settings.model}: no checkpoint" in out and "Traceback" not in out
