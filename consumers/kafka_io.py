@@ -70,14 +70,20 @@ class Publisher:
         self.predictions_topic = settings.predictions_topic
         self.dead_letter_topic = settings.dead_letter_topic
         self.failures: list[str] = []
+        self.published: dict[int, int] = {}  # predictions partition -> next offset after our last ack
         self.dead_letters = {} if dead_letters is None else dead_letters  # reason -> count
 
     def _on_error(self, exc: BaseException) -> None:
         self.failures.append(f"{type(exc).__name__}: {exc}")
 
+    def _on_sent(self, metadata: Any) -> None:
+        if metadata.offset >= self.published.get(metadata.partition, 0):
+            self.published[metadata.partition] = metadata.offset + 1
+
     def prediction(self, key: str, value: bytes) -> None:
-        self.producer.send(self.predictions_topic, key=key.encode(), value=value).add_errback(
-            self._on_error)
+        future = self.producer.send(self.predictions_topic, key=key.encode(), value=value)
+        future.add_callback(self._on_sent)
+        future.add_errback(self._on_error)
 
     def dead_letter(self, raw: bytes, error: InvalidEvent, source: Source) -> None:
         cause = error.__cause__ or error

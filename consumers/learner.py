@@ -5,26 +5,35 @@ write the signed checkpoint with the next offset of every partition, atomically 
 fenced -> commit those offsets to Kafka (for lag monitoring only). On start and on every
 assignment the consumer seeks to the checkpoint's offsets, so each labelled event is
 learned exactly once across crashes, and predictions are published at least once.
+
+Only the holder of the model's writer lease learns; another learner started for the same
+model waits as a standby and takes over when the lease expires or is released.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import pickle
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
-from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, process_record
+from consumers import crashpoints
+from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, security_options
 from stream_learner.checkpoint import CheckpointMeta, open_record, seal_record, tp_key
 from stream_learner.config import Settings
 from stream_learner.engine import Engine, ModelState
-from stream_learner.errors import NoCheckpoint, StoreUnavailable
-from stream_learner.events import FieldNames
+from stream_learner.errors import InvalidEvent, NoCheckpoint, StoreUnavailable, StreamLearnerError
+from stream_learner.events import FieldNames, Source, decode_event
 from stream_learner.store import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
+
+RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between checkpoint attempts while Redis is down
 
 
 def field_names(settings: Settings) -> FieldNames:
@@ -36,96 +45,299 @@ def signing_keys(settings: Settings) -> dict[str, bytes]:
     return {settings.hmac_key_id: settings.hmac_key.encode()}
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """The last state known good (the last checkpoint), to rewind to after a model error."""
+
+    payload: bytes
+    offsets: dict[str, int]
+    events: int
+    dead_letters: dict[str, int]
+
+
+class _Rewind(Exception):
+    """A model raised mid-update: go back to the last snapshot and replay without the event."""
+
+
 class Learner:
-    """One learner per model: it alone writes the model's checkpoints (fencing token)."""
+    """One learner per model: it alone writes the model's checkpoints."""
 
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self.settings = settings
         self.store = store
         self.fields = field_names(settings)
         self.offsets: dict[str, int] = {}  # tp_key -> next offset, consistent with self.state
+        self.first_seen: dict[str, int] = {}  # partitions the snapshot does not cover yet
         self.events = 0
         self.dead_letters: dict[str, int] = {}  # carried across restarts by the checkpoint
+        self.published: dict[str, int] = {}  # predictions tp_key -> next offset, as of the checkpoint
+        self.sent: set[tuple[int, int]] = set()  # (partition, offset) predicted since the checkpoint
+        self.poisoned: dict[tuple[int, int], InvalidEvent] = {}
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
+        self.failures = 0
+        self.retry_at = 0.0
+        self.renewed = 0.0
         self.version = 0
         self.token = 0
+        self.snapshot: _Snapshot | None = None
+        self.listener_error: StreamLearnerError | None = None
         self.state: ModelState | None = None
         self.engine: Engine | None = None
         self.consumer: KafkaConsumer | None = None
         self.publisher: Publisher | None = None
 
-    def restore(self) -> None:
-        """Take the fencing token, then load the latest checkpoint or build a fresh model."""
+    # -- ownership --------------------------------------------------------------------------
+
+    def take_lease(self, stop: threading.Event) -> bool:
+        """Wait (as a standby) until this process holds the writer lease; False if stopped."""
         s = self.settings
-        self.token = self.store.acquire(s.model)
+        announced = False
+        while not stop.is_set():
+            token = self.store.acquire(s.model, s.lease_ttl)
+            if token is not None:
+                self.token, self.renewed = token, time.monotonic()
+                log.info("model %s: took the writer lease (fencing token %d)", s.model, token)
+                return True
+            if not announced:
+                log.info("model %s: standby, another learner holds the writer lease", s.model)
+                announced = True
+            stop.wait(min(1.0, s.lease_ttl / 4))
+        return False
+
+    def renew_lease(self) -> None:
+        now = time.monotonic()
+        if now - self.renewed < self.settings.lease_ttl / 3:
+            return
+        try:
+            self.store.renew(self.settings.model, self.token, self.settings.lease_ttl)
+            self.renewed = now
+        except StoreUnavailable as exc:
+            log.warning("cannot renew the writer lease: %s", exc)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Load the latest checkpoint or build a fresh model; remember it as the snapshot."""
+        s = self.settings
         try:
             ckpt = open_record(self.store.load(s.model), signing_keys(s))
         except NoCheckpoint:
             self.state = ModelState.fresh(s.model_spec, s.task, s.rolling_window)
+            payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
             log.info("model %s: no checkpoint, starting fresh from %s", s.model, s.start_from)
         else:
             self.state, self.version = ckpt.state, ckpt.meta.version
             self.offsets, self.events = dict(ckpt.meta.offsets), ckpt.meta.events
             self.dead_letters = dict(ckpt.meta.dead_letters)
+            self.published = dict(ckpt.meta.published)
+            self.failures = ckpt.meta.checkpoint_failures
+            payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
             log.info("model %s: resumed v%d (%d learned) at %s", s.model, self.version,
                      self.state.learned, self.offsets)
+        self.snapshot = _Snapshot(payload, dict(self.offsets), self.events, dict(self.dead_letters))
         self.engine = Engine(self.state, model_name=s.model, mode="learn", version=self.version)
 
-    def run(self, stop: threading.Event) -> None:
-        self.restore()
-        self.consumer = make_consumer(self.settings, "learn")
-        self.publisher = Publisher(make_producer(self.settings, "stream-learner-learn"), self.settings,
-                                   self.dead_letters)
-        self.consumer.subscribe([self.settings.events_topic], listener=_Rebalance(self))
+    def _reader(self) -> tuple[KafkaConsumer, list[TopicPartition]]:
+        s = self.settings
+        reader = KafkaConsumer(bootstrap_servers=s.bootstrap_servers.split(","), group_id=None,
+                               enable_auto_commit=False, **security_options(s))
+        partitions = reader.partitions_for_topic(s.predictions_topic) or set()
+        return reader, [TopicPartition(s.predictions_topic, p) for p in sorted(partitions)]
+
+    def predictions_positions(self) -> dict[str, int]:
+        """Where each partition of the predictions topic ends now."""
+        reader, tps = self._reader()
         try:
-            while not stop.is_set():
-                batch = self.consumer.poll(timeout_ms=200)
+            return {tp_key(tp.topic, tp.partition): o for tp, o in reader.end_offsets(tps).items()}
+        finally:
+            reader.close()
+
+    def recover_published(self) -> None:
+        """Find the predictions already published after the checkpoint, so a replay does not
+        publish them twice: read the predictions topic from the checkpoint's positions."""
+        reader, tps = self._reader()
+        try:
+            if not tps:
+                return
+            ends = reader.end_offsets(tps)
+            reader.assign(tps)
+            pending = {}
+            for tp in tps:
+                start = self.published.get(tp_key(tp.topic, tp.partition), 0)
+                if start < ends[tp]:
+                    reader.seek(tp, start)
+                    pending[tp] = ends[tp]
+                else:
+                    reader.pause(tp)
+            deadline = time.monotonic() + 60
+            while pending and time.monotonic() < deadline:
+                for tp, records in reader.poll(timeout_ms=200).items():
+                    for r in records:
+                        self._note_published(r.value)
+                    if records and records[-1].offset + 1 >= pending.get(tp, 0):
+                        pending.pop(tp, None)
+                        reader.pause(tp)
+            if self.sent:
+                log.info("%d predictions after v%d are already published; a replay skips them",
+                         len(self.sent), self.version)
+        finally:
+            reader.close()
+
+    def _note_published(self, value: bytes | None) -> None:
+        try:
+            doc = json.loads(value or b"")
+            topic, partition, offset = doc["source"].rsplit("/", 2)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return
+        if (doc.get("model") == self.settings.model and doc.get("mode") == "learn"
+                and topic == self.settings.events_topic
+                and int(offset) >= self.offsets.get(tp_key(topic, int(partition)), 0)):
+            self.sent.add((int(partition), int(offset)))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        if not self.take_lease(stop):
+            return
+        try:
+            self.restore()
+            self.consumer = make_consumer(self.settings, "learn")
+            self.publisher = Publisher(make_producer(self.settings, "stream-learner-learn"),
+                                       self.settings, self.dead_letters)
+            try:
+                if self.version == 0:
+                    # v1 records where the predictions topic ends, so that a crash before v2
+                    # can still find (and not repeat) the predictions published since.
+                    self.published = self.predictions_positions()
+                    self.checkpoint("initial", force=True)
+                else:
+                    self.recover_published()
+                self.consumer.subscribe([self.settings.events_topic], listener=_Rebalance(self))
+                self.loop(stop)
+            finally:
+                self.consumer.close(autocommit=False)
+                self.publisher.producer.close(timeout=10)
+        finally:
+            try:
+                self.store.release(self.settings.model, self.token)
+            except StreamLearnerError as exc:
+                log.warning("could not release the writer lease (it will expire): %s", exc)
+
+    def loop(self, stop: threading.Event) -> None:
+        assert self.consumer is not None
+        while not stop.is_set():
+            self.renew_lease()
+            batch = self.consumer.poll(timeout_ms=200)
+            if self.listener_error is not None:
+                raise self.listener_error
+            try:
                 for records in batch.values():
                     for record in records:
                         self.handle(record)
-                if self.checkpoint_due():
-                    self.checkpoint("interval")
-            self.checkpoint("shutdown")
-        finally:
-            self.consumer.close(autocommit=False)
-            self.publisher.producer.close(timeout=10)
+            except _Rewind:
+                self.rewind()
+                continue
+            if self.checkpoint_due():
+                self.checkpoint("interval")
+        self.checkpoint("shutdown")
 
     def handle(self, record: Any) -> None:
         assert self.engine is not None and self.publisher is not None
-        process_record(record, self.engine, self.publisher, self.fields, self.settings.max_event_bytes)
-        self.offsets[tp_key(record.topic, record.partition)] = record.offset + 1
+        where = (record.partition, record.offset)
+        tpk = tp_key(record.topic, record.partition)
+        if tpk not in self.offsets and tpk not in self.first_seen:
+            self.first_seen[tpk] = record.offset
+        source = Source(record.topic, record.partition, record.offset, record.timestamp)
+        raw = record.value or b""
+        poison = self.poisoned.get(where)
+        try:
+            if poison is not None:
+                raise poison
+            event = decode_event(raw, source, self.fields, self.engine.state.task,
+                                 self.settings.max_event_bytes)
+            prediction = self.engine.process(event)
+        except InvalidEvent as exc:
+            if exc.reason == "model_error" and poison is None:
+                self.poisoned[where] = exc
+                log.error("model error at %s, rewinding to v%d: %s", source, self.version, exc)
+                raise _Rewind from exc
+            self.publisher.dead_letter(raw, exc, source)
+        else:
+            if crashpoints.ARMED:
+                crashpoints.hit("after_predict")
+            if where not in self.sent:
+                self.publisher.prediction(event.key or event.id, prediction)
+                self.sent.add(where)
+                if crashpoints.ARMED:
+                    crashpoints.hit("after_publish")
+        self.offsets[tpk] = record.offset + 1
         self.events += 1
         self.since_checkpoint += 1
 
-    def checkpoint_due(self) -> bool:
-        s = self.settings
-        return self.since_checkpoint >= s.checkpoint_every or (
-            self.since_checkpoint > 0 and time.monotonic() - self.last_checkpoint >= s.checkpoint_interval)
+    def rewind(self) -> None:
+        """Back to the snapshot; the poisoned event is dead-lettered when it comes round again."""
+        assert self.snapshot is not None and self.engine is not None and self.consumer is not None
+        snap = self.snapshot
+        self.state = pickle.loads(snap.payload)  # our own bytes, never left this process
+        self.engine.state = self.state
+        self.offsets, self.events = dict(snap.offsets), snap.events
+        self.dead_letters.clear()
+        self.dead_letters.update(snap.dead_letters)
+        self.since_checkpoint = 0
+        for tp in self.consumer.assignment():
+            key = tp_key(tp.topic, tp.partition)
+            offset = self.offsets.get(key, self.first_seen.get(key))
+            if offset is not None:
+                self.consumer.seek(tp, offset)
 
-    def checkpoint(self, reason: str, in_listener: bool = False) -> None:
-        """Flush -> save (fenced, atomic) -> commit. A store outage is retried next time."""
+    def checkpoint_due(self) -> bool:
+        s, now = self.settings, time.monotonic()
+        if self.since_checkpoint == 0 or now < self.retry_at:
+            return False
+        return (self.since_checkpoint >= s.checkpoint_every
+                or now - self.last_checkpoint >= s.checkpoint_interval)
+
+    def checkpoint(self, reason: str, in_listener: bool = False, force: bool = False) -> None:
+        """Flush -> save (fenced, atomic) -> commit. A store outage is retried with backoff."""
         assert self.state is not None and self.publisher is not None and self.consumer is not None
-        if self.since_checkpoint == 0:
+        if self.since_checkpoint == 0 and not force:
             return
         s = self.settings
         self.publisher.flush()
+        if crashpoints.ARMED:
+            crashpoints.hit("after_flush")
         version = self.version + 1
+        published = dict(self.published)
+        published.update({tp_key(s.predictions_topic, p): o for p, o in self.publisher.published.items()})
         meta = CheckpointMeta(s.model, version, dict(self.offsets), events=self.events,
-                              dead_letters=dict(self.dead_letters),
-                              token=self.token)
+                              dead_letters=dict(self.dead_letters), published=published,
+                              checkpoint_failures=self.failures, token=self.token)
         record = seal_record(self.state, meta, s.hmac_key_id, s.hmac_key.encode())
+        if crashpoints.ARMED:
+            crashpoints.hit("during_checkpoint")
         try:
             self.store.save(s.model, version, record, self.token, s.keep_versions)
         except StoreUnavailable as exc:
-            log.error("checkpoint v%d failed, will retry: %s", version, exc)
-            self.last_checkpoint = time.monotonic()
+            self.failures += 1
+            delay = min(RETRY_MAX, RETRY_MIN * 2 ** min(self.failures - 1, 10))
+            self.retry_at = time.monotonic() + delay
+            log.error("checkpoint v%d failed (%d failures so far), retrying in %.1f s: %s",
+                      version, self.failures, delay, exc)
             return
+        if crashpoints.ARMED:
+            crashpoints.hit("after_checkpoint")
         self.version = version
         assert self.engine is not None
         self.engine.version = version
+        self.published = published
+        self.snapshot = _Snapshot(record.payload, dict(self.offsets), self.events, dict(self.dead_letters))
+        self.first_seen.clear()
+        self.sent.clear()
+        self.poisoned.clear()
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
+        self.retry_at = 0.0
         assigned = self.consumer.assignment()
         commit(self.consumer, {tp: self.offsets[tp_key(tp.topic, tp.partition)]
                                for tp in assigned if tp_key(tp.topic, tp.partition) in self.offsets},
@@ -152,12 +364,19 @@ class Learner:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on kafka-python's IO thread: errors are handed to the loop, not raised here."""
+
     def __init__(self, learner: Learner) -> None:
         self.learner = learner
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if revoked:
-            self.learner.checkpoint("revocation", in_listener=True)
+        if revoked and self.learner.listener_error is None:
+            if crashpoints.ARMED:
+                crashpoints.hit("in_revocation")
+            try:
+                self.learner.checkpoint("revocation", in_listener=True)
+            except StreamLearnerError as exc:
+                self.learner.listener_error = exc
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self.learner.seek(assigned)

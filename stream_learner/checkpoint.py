@@ -51,9 +51,12 @@ class CheckpointMeta:
     version: int
     offsets: dict[str, int]  # "topic:partition" -> next offset to read
     learned: int = 0
+    learned_digest: int = 0  # see engine.id_hash
     events: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)  # reason -> count
     metrics: dict[str, float] = field(default_factory=dict)
+    published: dict[str, int] = field(default_factory=dict)  # predictions "topic:partition" -> next offset
+    checkpoint_failures: int = 0
     spec: str = ""
     task: str = ""
     token: int = 0
@@ -88,6 +91,7 @@ def _mac(key: bytes, header: bytes, payload: bytes) -> str:
 def seal_record(state: ModelState, meta: CheckpointMeta, key_id: str, key: bytes) -> Record:
     """Pickle the state and sign it with the header; fills in the header's bookkeeping."""
     meta.learned = state.learned
+    meta.learned_digest = state.digest
     meta.metrics = state.metrics.report()
     meta.spec, meta.task = state.spec, state.task
     meta.created_at = meta.created_at or time.time()

@@ -93,6 +93,8 @@ class Settings:
                                  modes="learn")
     checkpoint_interval: float = _opt(30.0, "...or after this many seconds, whichever comes first.",
                                       minimum=0.01, modes="learn")
+    lease_ttl: float = _opt(10.0, "Seconds a learner's writer lease lasts unless renewed; a standby "
+                            "learner takes over once it expires.", minimum=0.5, modes="learn")
     keep_versions: int = _opt(5, "How many checkpoint versions the store keeps.", minimum=1,
                               modes="learn")
     hmac_key: str = _opt("", "Secret key signing checkpoints (HMAC-SHA256). Required.", secret=True,

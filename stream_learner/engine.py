@@ -17,6 +17,7 @@ returned prediction bytes wherever it likes.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,14 @@ from stream_learner.errors import InvalidEvent
 from stream_learner.events import Event, Label, encode_prediction
 from stream_learner.metrics import PrequentialMetrics
 from stream_learner.models import build_model, infer_task
+
+_MASK = 2**64 - 1
+
+
+def id_hash(event_id: str) -> int:
+    """64-bit hash of an event id; a learned-id digest is the sum of these mod 2**64, so a
+    missing or duplicated event changes it."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
 @dataclass
@@ -38,6 +47,7 @@ class ModelState:
     metrics: PrequentialMetrics
     learned: int = 0
     classes: list[Label] = field(default_factory=list)
+    digest: int = 0  # sum of id_hash() of every learned event id, mod 2**64: exactly-once evidence
 
     @classmethod
     def fresh(cls, spec: str, task: str = "auto", window: int = 1000) -> ModelState:
@@ -90,5 +100,6 @@ class Engine:
             except Exception as exc:
                 raise InvalidEvent("model_error", f"learn failed: {type(exc).__name__}: {exc}") from exc
             self.state.learned += 1
+            self.state.digest = (self.state.digest + id_hash(event.id)) & _MASK
         return encode_prediction(event, y_pred, proba, self.model_name, self.version, self.mode,
                                  learned)

@@ -1,24 +1,28 @@
-"""The model store: versioned, signed checkpoint records, with a fencing token per model.
+"""The model store: versioned, signed checkpoint records, one writer per model.
 
 Two implementations of one interface: ``RedisStore`` (the real one) and ``MemoryStore``
 (its in-memory twin for unit tests). Redis layout for model ``m`` under prefix ``p``
 (the ``{p:m}`` hash tag keeps one model's keys in one cluster slot)::
 
-    {p:m}:v:<n>      hash: header, payload, signature     one checkpoint version
+    {p:m}:v:<n>      hash: header, signature, chunks, payload:0..chunks-1
     {p:m}:versions   sorted set of the versions kept (the last K)
     {p:m}:latest     the newest version number            what predictors poll
-    {p:m}:fence      the fencing token of the current writer
+    {p:m}:fence      the fencing token of the newest writer (only ever grows)
+    {p:m}:lease      the token of the writer holding the lease, with a TTL
     {p:m}:announce   pub/sub channel: the new version number on each save
 
-A save is one Lua script, so it is atomic and checked inside Redis: it refuses a writer
-whose token is not the current fence (a zombie learner) and a version that does not
-follow the latest.
+A learner becomes the writer by taking the lease when it is free, which also increments
+the fence; it renews the lease while it runs. A save is one Lua script, atomic and checked
+inside Redis: it refuses a writer whose token is not the current fence (a zombie learner
+that lost its lease) and a version that does not follow the latest.
 
 >>> store = MemoryStore()
->>> token = store.acquire("m")
+>>> token = store.acquire("m", ttl=10.0)
 >>> store.save("m", 1, Record(b"{}", b"", "sig"), token, keep=2)
->>> store.latest_version("m"), store.acquire("m") > token
-(1, True)
+>>> store.latest_version("m"), store.acquire("m", ttl=10.0)
+(1, None)
+>>> store.release("m", token)
+>>> successor = store.acquire("m", ttl=10.0)
 >>> store.save("m", 2, Record(b"{}", b"", "sig"), token, keep=2)
 Traceback (most recent call last):
 ...
@@ -27,6 +31,7 @@ stream_learner.errors.FencedError: model m: fencing token 1 is stale (current 2)
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol
 
 import redis
@@ -34,10 +39,20 @@ import redis
 from stream_learner.checkpoint import Record
 from stream_learner.errors import CheckpointError, FencedError, NoCheckpoint, StoreUnavailable
 
+# One Redis value may hold 512 MB; checkpoints are written in chunks well below that.
+CHUNK_BYTES = 64 * 1024 * 1024
+MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024
+
 
 class ModelStore(Protocol):
-    def acquire(self, model: str) -> int:
-        """Become the model's only writer; returns the fencing token for ``save``."""
+    def acquire(self, model: str, ttl: float) -> int | None:
+        """Take the writer lease if it is free: a new fencing token, else None."""
+
+    def renew(self, model: str, token: int, ttl: float) -> None:
+        """Extend the lease; ``FencedError`` if another writer took over."""
+
+    def release(self, model: str, token: int) -> None:
+        """Give the lease up (a standby may take over at once)."""
 
     def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
         """Write ``version`` atomically, keep the newest ``keep`` versions, announce it."""
@@ -61,16 +76,38 @@ def _out_of_order(model: str, version: int, latest: int) -> CheckpointError:
     return CheckpointError(f"model {model}: version {version} does not follow the latest {latest}")
 
 
+def _missing(model: str, version: int) -> str:
+    return f"model {model}: no checkpoint" + (f" version {version}" if version else "") + " in the store"
+
+
 class MemoryStore:
     """The in-memory twin of ``RedisStore``: same rules, no server."""
 
     def __init__(self) -> None:
         self.records: dict[str, dict[int, Record]] = {}
         self.fences: dict[str, int] = {}
+        self.leases: dict[str, tuple[int, float]] = {}  # model -> (token, expires at)
 
-    def acquire(self, model: str) -> int:
+    def _holder(self, model: str) -> int | None:
+        token, expires = self.leases.get(model, (0, 0.0))
+        return token if expires > time.monotonic() else None
+
+    def acquire(self, model: str, ttl: float) -> int | None:
+        if self._holder(model) is not None:
+            return None
         self.fences[model] = self.fences.get(model, 0) + 1
+        self.leases[model] = (self.fences[model], time.monotonic() + ttl)
         return self.fences[model]
+
+    def renew(self, model: str, token: int, ttl: float) -> None:
+        current = self.fences.get(model, 0)
+        if token != current:
+            raise _fenced(model, token, current)
+        self.leases[model] = (token, time.monotonic() + ttl)
+
+    def release(self, model: str, token: int) -> None:
+        if self._holder(model) == token:
+            del self.leases[model]
 
     def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
         current = self.fences.get(model, 0)
@@ -98,26 +135,45 @@ class MemoryStore:
         return sorted(self.records.get(model, {}))
 
 
-def _missing(model: str, version: int) -> str:
-    return f"model {model}: no checkpoint" + (f" version {version}" if version else "") + " in the store"
+# KEYS: fence, lease. ARGV: ttl ms. Returns the new token, or false when the lease is held.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local token = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], token, 'PX', ARGV[1])
+return token
+"""
 
+# KEYS: fence, lease. ARGV: token, ttl ms. Returns the current fence (== token when renewed).
+_RENEW = """
+local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
+if fence ~= tonumber(ARGV[1]) then return fence end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return fence
+"""
 
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: fence, latest, versions, the new version's hash.
+# ARGV: token, version, keep, version key prefix, announce channel, then field/value pairs.
 _SAVE = """
 local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
 if fence ~= tonumber(ARGV[1]) then return {'fenced', fence} end
 local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
 local version = tonumber(ARGV[2])
 if version ~= latest + 1 then return {'order', latest} end
-redis.call('HSET', KEYS[4], 'header', ARGV[3], 'payload', ARGV[4], 'signature', ARGV[5])
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], unpack(ARGV, 6))
 redis.call('SET', KEYS[2], version)
 redis.call('ZADD', KEYS[3], version, version)
-local keep = tonumber(ARGV[6])
-local old = redis.call('ZRANGE', KEYS[3], 0, -keep - 1)
+local old = redis.call('ZRANGE', KEYS[3], 0, -tonumber(ARGV[3]) - 1)
 for _, v in ipairs(old) do
-  redis.call('DEL', ARGV[7] .. v)
+  redis.call('DEL', ARGV[4] .. v)
   redis.call('ZREM', KEYS[3], v)
 end
-redis.call('PUBLISH', ARGV[8], version)
+redis.call('PUBLISH', ARGV[5], version)
 return {'ok', version}
 """
 
@@ -125,12 +181,15 @@ return {'ok', version}
 class RedisStore:
     """Checkpoints in Redis. Connects lazily: the constructor does no network I/O."""
 
-    def __init__(self, url: str, prefix: str = "stream-learner", **client_options: Any) -> None:
+    def __init__(self, url: str, prefix: str = "stream-learner", *, chunk_bytes: int = CHUNK_BYTES,
+                 max_bytes: int = MAX_CHECKPOINT_BYTES, **client_options: Any) -> None:
         self._url = url
         self._prefix = prefix
+        self._chunk = chunk_bytes
+        self._max = max_bytes
         self._options = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, **client_options}
         self._client: redis.Redis | None = None
-        self._save_script: Any = None
+        self._scripts: dict[str, Any] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -139,7 +198,9 @@ class RedisStore:
                 self._client = redis.Redis.from_url(self._url, **self._options)
             except ValueError as exc:
                 raise StoreUnavailable(f"--redis-url: {exc}") from None
-            self._save_script = self._client.register_script(_SAVE)
+            for name, source in (("acquire", _ACQUIRE), ("renew", _RENEW), ("release", _RELEASE),
+                                 ("save", _SAVE)):
+                self._scripts[name] = self._client.register_script(source)
         return self._client
 
     def key(self, model: str, suffix: str) -> str:
@@ -155,16 +216,36 @@ class RedisStore:
         except redis.RedisError as exc:
             raise CheckpointError(f"Redis refused {what}: {type(exc).__name__}: {exc}") from None
 
-    def acquire(self, model: str) -> int:
-        return int(self._call("taking the fencing token", self.client.incr, self.key(model, "fence")))
+    def _script(self, name: str, what: str, keys: list[str], args: list[Any]) -> Any:
+        _ = self.client
+        return self._call(what, self._scripts[name], keys, args)
+
+    def acquire(self, model: str, ttl: float) -> int | None:
+        token = self._script("acquire", "taking the writer lease",
+                             [self.key(model, "fence"), self.key(model, "lease")], [int(ttl * 1000)])
+        return int(token) if token else None
+
+    def renew(self, model: str, token: int, ttl: float) -> None:
+        fence = self._script("renew", "renewing the writer lease",
+                             [self.key(model, "fence"), self.key(model, "lease")], [token, int(ttl * 1000)])
+        if int(fence) != token:
+            raise _fenced(model, token, int(fence))
+
+    def release(self, model: str, token: int) -> None:
+        self._script("release", "releasing the writer lease", [self.key(model, "lease")], [token])
 
     def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
+        size = len(record.payload)
+        if size > self._max:
+            raise CheckpointError(f"model {model}: checkpoint of {size} bytes exceeds the limit of "
+                                  f"{self._max} bytes")
+        chunks = [record.payload[i:i + self._chunk] for i in range(0, size, self._chunk)] or [b""]
+        fields: list[Any] = ["header", record.header, "signature", record.signature, "chunks", len(chunks)]
+        for i, chunk in enumerate(chunks):
+            fields += [f"payload:{i}", chunk]
         keys = [self.key(model, s) for s in ("fence", "latest", "versions", f"v:{version}")]
-        args = [token, version, record.header, record.payload, record.signature, keep,
-                self.key(model, "v:"), self.key(model, "announce")]
-        _ = self.client
-        status, value = self._call(f"saving checkpoint {model} v{version}",
-                                   self._save_script, keys, args)
+        args = [token, version, keep, self.key(model, "v:"), self.key(model, "announce"), *fields]
+        status, value = self._script("save", f"saving checkpoint {model} v{version}", keys, args)
         if status == b"fenced":
             raise _fenced(model, token, int(value))
         if status == b"order":
@@ -176,11 +257,16 @@ class RedisStore:
 
     def load(self, model: str, version: int = 0) -> Record:
         version = version or self.latest_version(model)
-        fields = self._call(f"loading checkpoint {model} v{version}", self.client.hmget,
-                            self.key(model, f"v:{version}"), ["header", "payload", "signature"])
-        if not version or fields[0] is None or fields[1] is None:
+        fields = self._call(f"loading checkpoint {model} v{version}", self.client.hgetall,
+                            self.key(model, f"v:{version}")) if version else {}
+        if b"header" not in fields:
             raise NoCheckpoint(_missing(model, version))
-        return Record(fields[0], fields[1], (fields[2] or b"").decode())
+        try:
+            count = int(fields[b"chunks"])
+            payload = b"".join(fields[f"payload:{i}".encode()] for i in range(count))
+        except (KeyError, ValueError):
+            payload = b""  # a damaged record: its signature check will refuse it
+        return Record(fields[b"header"], payload, fields.get(b"signature", b"").decode())
 
     def versions(self, model: str) -> list[int]:
         found = self._call("listing versions", self.client.zrange, self.key(model, "versions"), 0, -1)

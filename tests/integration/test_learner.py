@@ -197,7 +197,7 @@ def test_tampered_checkpoint_is_refused_and_never_unpickled(
     evil = pickle.dumps(_WritesMarker(str(marker)))
     original = cast(dict[Any, Any], store.client.hgetall(key))
 
-    for field, value in [("payload", evil), ("signature", b"0" * 64),
+    for field, value in [("payload:0", evil), ("signature", b"0" * 64),
                          ("header", original[b"header"].replace(b'"learned":200', b'"learned":999'))]:
         store.client.hset(key, mapping={**original, field.encode(): value})
         for command in ("learn", "serve"):

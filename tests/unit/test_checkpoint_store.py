@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,8 @@ def test_a_different_river_version_is_refused_with_both_versions() -> None:
 
 def test_store_keeps_the_last_k_versions() -> None:
     store = MemoryStore()
-    token = store.acquire("m")
+    token = store.acquire("m", ttl=60)
+    assert token is not None
     for version in range(1, 8):
         store.save("m", version, sealed(version), token, keep=3)
     assert store.versions("m") == [5, 6, 7]
@@ -90,14 +92,25 @@ def test_store_keeps_the_last_k_versions() -> None:
         store.load("other")
 
 
-def test_store_refuses_a_stale_writer_and_out_of_order_versions() -> None:
+def test_a_lease_has_one_holder_and_a_stale_writer_is_fenced() -> None:
     store = MemoryStore()
-    zombie = store.acquire("m")
+    zombie = store.acquire("m", ttl=0.05)
+    assert zombie is not None and store.acquire("m", ttl=60) is None
     store.save("m", 1, sealed(1), zombie, keep=3)
-    successor = store.acquire("m")
+    deadline = time.monotonic() + 5
+    successor = None
+    while successor is None and time.monotonic() < deadline:  # the zombie stops renewing
+        successor = store.acquire("m", ttl=60)
+    assert successor is not None and successor > zombie
     with pytest.raises(FencedError):
         store.save("m", 2, sealed(2), zombie, keep=3)
+    with pytest.raises(FencedError):
+        store.renew("m", zombie, ttl=60)
     with pytest.raises(CheckpointError, match="does not follow"):
         store.save("m", 3, sealed(3), successor, keep=3)
     store.save("m", 2, sealed(2), successor, keep=3)
     assert store.versions("m") == [1, 2]
+    store.release("m", zombie)  # not the holder: no effect
+    assert store.acquire("m", ttl=60) is None
+    store.release("m", successor)
+    assert store.acquire("m", ttl=60) == successor + 1
