@@ -35,6 +35,9 @@ def security_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
+    # The learner is a static group member: a restarted (or standby) learner takes the same
+    # member slot at once, instead of waiting out the dead one's session timeout.
+    static = {"group_instance_id": f"{settings.consumer_group(mode)}.learner"} if mode == "learn" else {}
     try:
         return KafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -43,6 +46,7 @@ def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
             auto_offset_reset=settings.start_from,
             max_poll_records=settings.max_poll_records,
             client_id=f"stream-learner-{mode}",
+            **static,
             **security_options(settings),
         )
     except KafkaError as exc:

@@ -308,8 +308,15 @@ class Learner:
         if crashpoints.ARMED:
             crashpoints.hit("after_flush")
         version = self.version + 1
+        # Predictions of events beyond this checkpoint's offsets that an earlier run published
+        # (a restart interleaves partitions differently) must stay findable: until there are
+        # none, the scan position for the next restart does not move.
+        topic = s.events_topic
+        still_ahead = {(p, o) for p, o in self.sent if o >= self.offsets.get(tp_key(topic, p), 0)}
         published = dict(self.published)
-        published.update({tp_key(s.predictions_topic, p): o for p, o in self.publisher.published.items()})
+        if not still_ahead:
+            published.update({tp_key(s.predictions_topic, p): o
+                              for p, o in self.publisher.published.items()})
         meta = CheckpointMeta(s.model, version, dict(self.offsets), events=self.events,
                               dead_letters=dict(self.dead_letters), published=published,
                               checkpoint_failures=self.failures, token=self.token)
@@ -333,7 +340,7 @@ class Learner:
         self.published = published
         self.snapshot = _Snapshot(record.payload, dict(self.offsets), self.events, dict(self.dead_letters))
         self.first_seen.clear()
-        self.sent.clear()
+        self.sent = still_ahead
         self.poisoned.clear()
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()

@@ -176,3 +176,21 @@ def load_checkpoint(settings: Settings, version: int = 0) -> Checkpoint:
         return open_record(store.load(settings.model, version), {settings.hmac_key_id: KEY.encode()})
     finally:
         store.close()
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Message]:
+    """Everything in a topic right now: read from the beginning to the end offsets."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    partitions = wait_for(f"partitions of {topic}", lambda: consumer.partitions_for_topic(topic))
+    tps = [TopicPartition(topic, p) for p in partitions]
+    ends = consumer.end_offsets(tps)
+    consumer.assign(tps)
+    consumer.seek_to_beginning()
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while any(consumer.position(tp) < ends[tp] for tp in tps):
+        assert time.monotonic() < deadline, f"{topic}: not read to the end in {timeout} s"
+        for records in consumer.poll(timeout_ms=200).values():
+            out.extend(Message(r.partition, r.offset, r.key, r.value, dict(r.headers)) for r in records)
+    consumer.close()
+    return out

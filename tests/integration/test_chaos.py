@@ -1,0 +1,218 @@
+"""Kill the learner at random moments and at named crash points; after recovery every labelled
+event is learned exactly once, every event has a prediction, and repeated predictions agree.
+
+Modelled on Kafka's and Flink's exactly-once tests: a real broker and Redis, the learner as a
+real process killed with SIGKILL, and an oracle computed in-process from the same events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kafka import KafkaConsumer
+from river import linear_model, preprocessing
+
+from stream_learner.config import Settings
+from stream_learner.engine import id_hash
+from tests.integration.helpers import (
+    latest_meta,
+    load_checkpoint,
+    make_settings,
+    phishing,
+    produce,
+    read_all,
+    settings_env,
+    wait_for,
+    wait_learned,
+)
+from tools.localstack import ROOT, KafkaBroker, RedisServer
+
+CRASH_POINTS = [("after_predict", 40), ("after_publish", 60), ("after_flush", 1),
+                ("during_checkpoint", 1), ("after_checkpoint", 1), ("in_revocation", 1)]
+
+
+def make_events(count: int, prefix: str) -> list[tuple[str, bytes, bool]]:
+    """(id, bytes, labelled): Phishing rows, every tenth without its label."""
+    rows = phishing()
+    out = []
+    for i in range(count):
+        x, y = rows[i % len(rows)]
+        labelled = i % 10 != 9
+        doc: dict[str, Any] = {"id": f"{prefix}-{i}", "x": x, **({"y": y} if labelled else {})}
+        out.append((doc["id"], json.dumps(doc).encode(), labelled))
+    return out
+
+
+def start_learner(settings: Settings, crash_at: str = "") -> subprocess.Popen[bytes]:
+    env = settings_env(settings)
+    if crash_at:
+        env["SL_TEST_CRASH_AT"] = crash_at
+    return subprocess.Popen([sys.executable, "-m", "stream_learner.cli", "learn"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+class Feeder:
+    """Produces events in the background at a steady rate, in order."""
+
+    def __init__(self, bootstrap: str, topic: str, events: list[tuple[str, bytes, bool]],
+                 per_second: float) -> None:
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(bootstrap, topic, events, per_second))
+        self.thread.start()
+
+    def _run(self, bootstrap: str, topic: str, events: list[tuple[str, bytes, bool]], rate: float) -> None:
+        chunk = max(1, int(rate / 10))
+        for start in range(0, len(events), chunk):
+            produce(bootstrap, topic, [(k, v) for k, v, _ in events[start:start + chunk]])
+            time.sleep(0.1)  # pacing the feed, not waiting for a result
+        self.done.set()
+
+
+@contextmanager
+def intruder(settings: Settings) -> Iterator[None]:
+    """A consumer joining the learner's group, forcing a rebalance (and a revocation)."""
+    stop = threading.Event()
+
+    def run() -> None:
+        consumer = KafkaConsumer(settings.events_topic, bootstrap_servers=settings.bootstrap_servers,
+                                 group_id=settings.consumer_group("learn"), enable_auto_commit=False)
+        while not stop.is_set():
+            consumer.poll(timeout_ms=100)
+        consumer.close(autocommit=False)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(60)
+
+
+def chaos(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes, bool]],
+          seed: int) -> None:
+    """At least ten random SIGKILLs while events stream in, then every named crash point."""
+    rng = random.Random(seed)
+    feeder = Feeder(kafka.bootstrap, settings.events_topic, events[:-700], per_second=800)
+    kills = 0
+    while kills < 10 or not feeder.done.is_set():
+        proc = start_learner(settings)
+        time.sleep(rng.uniform(0.5, 3.0))  # the random moment of the crash
+        proc.kill()
+        proc.wait(30)
+        kills += 1
+    feeder.thread.join()
+
+    extra = events[-700:]
+    for n, (point, nth) in enumerate(CRASH_POINTS):
+        produce(kafka.bootstrap, settings.events_topic, [(k, v) for k, v, _ in extra[n * 100:(n + 1) * 100]])
+        before = _version(settings)
+        proc = start_learner(settings, crash_at=f"{point}:{nth}")
+        if point == "in_revocation":
+            wait_for("the learner to own the partitions and checkpoint",
+                     lambda: _version(settings) > before, 60)
+            with intruder(settings):
+                _expect_killed(proc, point)
+        else:
+            _expect_killed(proc, point)
+
+    final = start_learner(settings)  # a clean run over the last 100 events, stopped by SIGTERM
+    produce(kafka.bootstrap, settings.events_topic, [(k, v) for k, v, _ in extra[600:]])
+    try:
+        labelled = sum(1 for _, _, lab in events if lab)
+        wait_learned(settings, labelled, timeout=120)
+        wait_for("every event to be checkpointed",
+                 lambda: sum(load_checkpoint(settings).meta.offsets.values()) == len(events), 60)
+    finally:
+        final.send_signal(signal.SIGTERM)
+        _, err = final.communicate(timeout=60)
+    assert final.returncode == 0, err.decode()[-3000:]
+
+
+def _version(settings: Settings) -> int:
+    meta = latest_meta(settings)
+    return meta.version if meta else 0
+
+
+def _expect_killed(proc: subprocess.Popen[bytes], point: str) -> None:
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"crash point {point} was never reached") from None
+    assert proc.returncode == -signal.SIGKILL, f"{point}: exit {proc.returncode}: {err.decode()[-2000:]}"
+
+
+def check_predictions(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes, bool]]
+                      ) -> None:
+    """Every event has a prediction; where one was published twice, both are identical."""
+    ids = {k for k, _, _ in events}
+    end = wait_for("a prediction for every event",
+                   lambda: _all_predicted(kafka, settings, ids), timeout=60, every=0.5)
+    by_id: dict[str, set[bytes]] = defaultdict(set)
+    for message in end:
+        by_id[message.json()["id"]].add(message.value)
+    assert set(by_id) == ids
+    differing = {k: v for k, v in by_id.items() if len(v) > 1}
+    assert not differing, f"{len(differing)} events have differing predictions, e.g. {next(iter(differing))}"
+
+
+def _all_predicted(kafka: KafkaBroker, settings: Settings, ids: set[str]) -> Any:
+    messages = read_all(kafka.bootstrap, settings.predictions_topic)
+    return messages if {m.json()["id"] for m in messages} >= ids else None
+
+
+def expected_digest(events: list[tuple[str, bytes, bool]]) -> int:
+    return sum(id_hash(k) for k, _, lab in events if lab) % 2**64
+
+
+def test_chaos_on_one_partition_equals_the_in_process_model(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
+                             checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0)
+    events = make_events(8000, "one")
+    chaos(kafka, settings, events, seed=int(os.environ.get("CHAOS_SEED", "7")))
+
+    ckpt = load_checkpoint(settings)
+    labelled = [json.loads(v) for _, v, lab in events if lab]
+    assert ckpt.meta.learned == ckpt.state.learned == len(labelled)
+    assert ckpt.meta.learned_digest == expected_digest(events)
+    oracle = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for doc in labelled:
+        oracle.learn_one(doc["x"], doc["y"])
+    model = ckpt.state.model
+    assert model["LogisticRegression"].weights == oracle["LogisticRegression"].weights
+    assert model["LogisticRegression"].intercept == oracle["LogisticRegression"].intercept
+    for doc in labelled[:500]:
+        assert model.predict_proba_one(doc["x"]) == oracle.predict_proba_one(doc["x"])
+    check_predictions(kafka, settings, events)
+
+
+def test_chaos_on_three_partitions_learns_each_event_exactly_once(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events", partitions=3),
+                             checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0)
+    events = make_events(8000, "three")
+    chaos(kafka, settings, events, seed=int(os.environ.get("CHAOS_SEED", "11")))
+
+    ckpt = load_checkpoint(settings)
+    assert ckpt.meta.learned == sum(1 for _, _, lab in events if lab)
+    assert ckpt.meta.learned_digest == expected_digest(events)
+    assert sum(ckpt.meta.offsets.values()) == len(events)
+    assert len(ckpt.meta.offsets) == 3
+    check_predictions(kafka, settings, events)
