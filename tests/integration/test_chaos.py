@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer
@@ -121,7 +122,7 @@ def chaos(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes,
         proc = start_learner(settings, crash_at=f"{point}:{nth}")
         if point == "in_revocation":
             wait_for("the learner to own the partitions and checkpoint",
-                     lambda: _version(settings) > before, 60)
+                     partial(_newer_than, settings, before), 60)
             with intruder(settings):
                 _expect_killed(proc, point)
         else:
@@ -138,6 +139,10 @@ def chaos(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes,
         final.send_signal(signal.SIGTERM)
         _, err = final.communicate(timeout=60)
     assert final.returncode == 0, err.decode()[-3000:]
+
+
+def _newer_than(settings: Settings, version: int) -> bool:
+    return _version(settings) > version
 
 
 def _version(settings: Settings) -> int:
