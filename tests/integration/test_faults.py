@@ -1,0 +1,114 @@
+"""Faults of the servers: Redis and the Kafka broker are SIGKILLed under a running service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from consumers.learner import Learner
+from consumers.predictor import Predictor
+from stream_learner.engine import id_hash
+from tests.integration.conftest import create_topic
+from tests.integration.helpers import (
+    InThread,
+    event_bytes,
+    load_checkpoint,
+    make_settings,
+    phishing,
+    produce,
+    read_all,
+    read_topic,
+    store_for,
+    wait_for,
+    wait_learned,
+)
+from tools.localstack import KafkaBroker, RedisServer
+
+
+def digest(count: int, prefix: str = "e") -> int:
+    return sum(id_hash(f"{prefix}-{i}") for i in range(count)) % 2**64
+
+
+def test_redis_outage_learning_goes_on_and_checkpoints_resume(
+    kafka: KafkaBroker, unique: Callable[[str], str], topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    redis = RedisServer(tmp_path / "redis", fsync_always=True)
+    redis.start()
+    try:
+        rows = phishing()
+        learn = make_settings(kafka, redis, unique, events_topic=topic("events"), checkpoint_interval=0.2,
+                              lease_ttl=3.0)
+        serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"))
+        messages = event_bytes(rows)
+        produce(kafka.bootstrap, learn.events_topic, messages[:400])
+        learner = Learner(learn, store_for(learn))
+        learning = InThread(learner)
+        acknowledged = wait_learned(learn, 400)
+        predictor = Predictor(serve, store_for(serve))
+        serving = InThread(predictor)
+        wait_for("the predictor to load a model", lambda: predictor.engine is not None)
+
+        redis.kill()
+        # Learning and serving go on without the store.
+        produce(kafka.bootstrap, learn.events_topic, messages[400:900])
+        produce(kafka.bootstrap, serve.events_topic, messages[:300])
+        wait_for("the learner to learn without Redis", lambda: learner.state and learner.state.learned == 900)
+        read_topic(kafka.bootstrap, learn.predictions_topic, 900)
+        served = read_topic(kafka.bootstrap, serve.predictions_topic, 300)
+        assert {m.json()["model_version"] for m in served} == {predictor.version}
+        wait_for("a failed checkpoint attempt", lambda: learner.failures >= 1)
+
+        redis.start()  # same port, same append-only file
+        survived = load_checkpoint(learn, acknowledged.version)
+        assert survived.meta.learned == acknowledged.learned, "an acknowledged checkpoint was lost"
+        produce(kafka.bootstrap, learn.events_topic, messages[900:])
+        final = wait_learned(learn, len(rows))
+        learning.stop()
+        serving.stop()
+        assert final.checkpoint_failures >= 1
+        assert final.learned == len(rows) and final.learned_digest == digest(len(rows))
+        predicted = {m.json()["id"] for m in read_all(kafka.bootstrap, learn.predictions_topic)}
+        assert predicted == {f"e-{i}" for i in range(len(rows))}
+    finally:
+        redis.stop()
+
+
+def test_broker_sigkill_under_a_learner_and_a_predictor(
+    redis_server: RedisServer, unique: Callable[[str], str], tmp_path: Path,
+) -> None:
+    broker = KafkaBroker(tmp_path / "kafka")
+    broker.start()
+    try:
+        rows = phishing()
+        learn = make_settings(broker, redis_server, unique, checkpoint_interval=0.2)
+        serve = replace(learn, events_topic=unique("live"), predictions_topic=unique("served"),
+                        commit_interval=0.2)
+        create_topic(broker.bootstrap, learn.events_topic, partitions=2)
+        create_topic(broker.bootstrap, serve.events_topic, partitions=2)
+        messages = event_bytes(rows)
+        produce(broker.bootstrap, learn.events_topic, messages[:500])
+        learning = InThread(Learner(learn, store_for(learn)))
+        wait_learned(learn, 500)
+        predictor = Predictor(serve, store_for(serve))
+        serving = InThread(predictor)
+        produce(broker.bootstrap, serve.events_topic, messages[:500])
+        read_topic(broker.bootstrap, serve.predictions_topic, 500)
+
+        broker.kill()
+        broker.start()
+        produce(broker.bootstrap, learn.events_topic, messages[500:])
+        produce(broker.bootstrap, serve.events_topic, messages[500:])
+        final = wait_learned(learn, len(rows), timeout=120)
+        everyone = {f"e-{i}" for i in range(len(rows))}
+
+        def served() -> bool:
+            return {m.json()["id"] for m in read_all(broker.bootstrap, serve.predictions_topic)} == everyone
+
+        wait_for("a frozen prediction for every event", served, timeout=120, every=0.5)
+        learning.stop()
+        serving.stop()
+        assert final.learned == len(rows) and final.learned_digest == digest(len(rows))
+        assert {m.json()["id"] for m in read_all(broker.bootstrap, learn.predictions_topic)} == everyone
+    finally:
+        broker.stop()
