@@ -121,7 +121,7 @@ class Learner:
         """Load the latest checkpoint or build a fresh model; remember it as the snapshot."""
         s = self.settings
         try:
-            ckpt = open_record(self.store.load(s.model), signing_keys(s))
+            ckpt = open_record(self.store.load(s.model), signing_keys(s), s.allow_version_mismatch)
         except NoCheckpoint:
             self.state = ModelState.fresh(s.model_spec, s.task, s.rolling_window)
             payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)

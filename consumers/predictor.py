@@ -50,7 +50,8 @@ class Predictor:
         announced = False
         while True:
             try:
-                ckpt = open_record(self.store.load(self.settings.model, version), self.keys)
+                ckpt = open_record(self.store.load(self.settings.model, version), self.keys,
+                                   self.settings.allow_version_mismatch)
                 break
             except (NoCheckpoint, StoreUnavailable) as exc:
                 if time.monotonic() >= deadline or stop.is_set():
@@ -76,7 +77,8 @@ class Predictor:
             latest = self.store.latest_version(self.settings.model)
             if latest <= self.version or latest in self.refused:
                 return
-            ckpt = open_record(self.store.load(self.settings.model, latest), self.keys)
+            ckpt = open_record(self.store.load(self.settings.model, latest), self.keys,
+                               self.settings.allow_version_mismatch)
         except StoreUnavailable as exc:
             log.warning("store unreachable, still serving v%d: %s", self.version, exc)
             return

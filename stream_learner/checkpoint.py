@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import pickle
 import time
+import types
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -54,7 +56,7 @@ class CheckpointMeta:
     learned_digest: int = 0  # see engine.id_hash
     events: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)  # reason -> count
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
     published: dict[str, int] = field(default_factory=dict)  # predictions "topic:partition" -> next offset
     checkpoint_failures: int = 0
     spec: str = ""
@@ -142,11 +144,64 @@ def verify_record(record: Record, keys: Mapping[str, bytes], allow_version_misma
 
 def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatch: bool = False
                 ) -> Checkpoint:
+    """Verify, then unpickle with only the classes a River model needs."""
     meta = verify_record(record, keys, allow_version_mismatch)
-    state: Any = pickle.loads(record.payload)
+    packages = set(_PACKAGES)
+    if ":" in meta.spec:  # a signed ``package.module:factory`` spec vouches for its package
+        packages.add(meta.spec.split(":")[0].split(".")[0])
+    try:
+        state: Any = _AllowListUnpickler(io.BytesIO(record.payload), packages).load()
+    except IntegrityError as exc:
+        raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: {exc}") from None
+    except Exception as exc:
+        raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: payload does not unpickle: "
+                             f"{type(exc).__name__}: {exc}") from None
     if not isinstance(state, ModelState):
         raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: payload is not a model state")
     return Checkpoint(meta, state)
+
+
+# The second layer, behind the signature: what a pickled River model may refer to.
+_PACKAGES = {"river", "stream_learner"}
+_ALLOWED = {
+    "builtins": {"bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list",
+                 "range", "set", "slice", "str", "tuple", "getattr"},
+    "collections": {"Counter", "OrderedDict", "defaultdict", "deque"},
+    "copyreg": {"_reconstructor"},
+    "functools": {"partial"},
+    "random": {"Random"},
+}
+_NUMPY = {"dtype", "ndarray", "scalar", "_reconstruct", "_frombuffer"}
+
+
+def _safe_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as pickles of bound methods use it, without dunders or modules."""
+    if name.startswith("_"):
+        raise IntegrityError(f"forbidden attribute {name!r} in the pickle")
+    value = getattr(obj, name)
+    if isinstance(value, types.ModuleType):
+        raise IntegrityError(f"forbidden module attribute {name!r} in the pickle")
+    return value
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, packages: set[str]) -> None:
+        super().__init__(file)
+        self.packages = packages
+
+    def find_class(self, module: str, name: str) -> Any:
+        top = module.split(".")[0]
+        if module in _ALLOWED and name in _ALLOWED[module]:
+            return _safe_getattr if name == "getattr" else super().find_class(module, name)
+        if top == "numpy" and name in _NUMPY:
+            return super().find_class(module, name)
+        if top in self.packages:
+            value = super().find_class(module, name)
+            # Only classes and functions defined in the package, not what it imported.
+            defined_in = getattr(value, "__module__", "") or ""
+            if isinstance(value, type | types.FunctionType) and defined_in.split(".")[0] == top:
+                return value
+        raise IntegrityError(f"forbidden class {module}.{name} in the pickle: refusing it")
 
 
 def _minor(version: str) -> str:

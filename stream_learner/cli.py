@@ -49,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         for f in settings_fields():
             if command in f.metadata["modes"]:
                 choices = f"; one of {', '.join(f.metadata['choices'])}" if f.metadata["choices"] else ""
+                kind = type(f.default)
+                value_options: dict[str, Any] = (
+                    {"action": "store_const", "const": "true"} if kind is bool
+                    else {"metavar": kind.__name__.upper()})
                 p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                               metavar=type(f.default).__name__.upper(),
+                               **value_options,
                                help=f"{f.metadata['help']}{choices} [env {env_var(f.name)}; "
                                     f"default {'(secret)' if f.metadata['secret'] else repr(f.default)}]")
         if command == "produce":
@@ -214,7 +218,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         meta = read_meta(record)
         if settings.hmac_key:
             try:
-                verify_record(record, signing_keys(settings))
+                verify_record(record, signing_keys(settings), settings.allow_version_mismatch)
                 signature = "verified"
             except StreamLearnerError as exc:
                 signature = f"REFUSED ({exc})"

@@ -99,6 +99,9 @@ class Settings:
                               modes="learn")
     hmac_key: str = _opt("", "Secret key signing checkpoints (HMAC-SHA256). Required.", secret=True,
                          modes="learn serve models")
+    allow_version_mismatch: bool = _opt(
+        False, "Load checkpoints written by another River or Python minor version (pickles may "
+        "not be portable: test before you rely on it).", modes="learn serve models")
     hmac_key_id: str = _opt("k1", "Name of the signing key, stored with each checkpoint.",
                             modes="learn serve models")
 
@@ -181,11 +184,11 @@ def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     kind: Any = type(f.default)
     try:
         if kind is bool:
-            raise AssertionError("no boolean settings")  # pragma: no cover
-        if kind is int:
+            out: Any = _BOOLEANS[str(value).strip().lower()]
+        elif kind is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
-            out: Any = int(value)
+            out = int(value)
         elif kind is float:
             if isinstance(value, bool):
                 raise ValueError
@@ -194,7 +197,7 @@ def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             out = value.strip()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise ConfigError(f"{source}: expected {kind.__name__}, got {value!r}") from None
     minimum = f.metadata["minimum"]
     if minimum is not None and not out >= minimum:  # also rejects NaN
@@ -204,6 +207,10 @@ def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     if choices and out not in choices:
         raise ConfigError(f"{source}: must be one of {', '.join(choices)}, got {value!r}")
     return out
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}
 
 
 def _redact_url(url: str) -> str:

@@ -13,6 +13,7 @@ label yet) updates nothing, so the cumulative figures equal River's to the last 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from river import metrics, utils
@@ -43,14 +44,21 @@ class PrequentialMetrics:
             metric.update(y, proba if proba is not None and _wants_proba(metric) else y_pred)
         self.updates += 1
 
-    def report(self, digits: int = 6) -> dict[str, float]:
-        """``{"Accuracy": 0.89, "Accuracy@1000": 0.91, ...}``, rounded for display."""
+    def report(self, digits: int = 6) -> dict[str, float | None]:
+        """``{"Accuracy": 0.89, "Accuracy@1000": 0.91, ...}``, rounded for display; a value that
+        is not a finite real number yet (R2 of a few events) is ``None``."""
         out = {}
         for metric in self.cumulative:
-            out[type(metric).__name__] = round(float(metric.get()), digits)
+            out[type(metric).__name__] = _shown(metric.get(), digits)
         for metric in self.rolling:
-            out[f"{type(metric.obj).__name__}@{self.window}"] = round(float(metric.get()), digits)
+            out[f"{type(metric.obj).__name__}@{self.window}"] = _shown(metric.get(), digits)
         return out
+
+
+def _shown(value: Any, digits: int) -> float | None:
+    if isinstance(value, complex) or not math.isfinite(value):
+        return None
+    return round(float(value), digits)
 
 
 def _wants_proba(metric: Any) -> bool:

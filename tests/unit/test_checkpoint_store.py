@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stream_learner.checkpoint import CheckpointMeta, Record, open_record, seal_payload, seal_record
+from stream_learner.checkpoint import (
+    CheckpointMeta,
+    Record,
+    _safe_getattr,
+    open_record,
+    seal_payload,
+    seal_record,
+)
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, FencedError, IntegrityError, NoCheckpoint
 from stream_learner.store import MemoryStore
@@ -114,3 +123,66 @@ def test_a_lease_has_one_holder_and_a_stale_writer_is_fenced() -> None:
     assert store.acquire("m", ttl=60) is None
     store.release("m", successor)
     assert store.acquire("m", ttl=60) == successor + 1
+
+
+class _System:
+    """Reduces to os.system: what an attacker who holds the key would try."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.system, ("true",))
+
+
+@pytest.mark.parametrize("evil", [_Marker, _System])
+def test_correctly_signed_but_forbidden_classes_are_refused(tmp_path: Path, evil: type) -> None:
+    marker = tmp_path / "pwned"
+    runtime = open_record(sealed(), KEYS).meta.runtime
+    payload = pickle.dumps(evil(str(marker)) if evil is _Marker else evil())
+    record = seal_payload(CheckpointMeta("m", 1, {}, key_id="k1", runtime=runtime), payload, KEYS["k1"])
+    with pytest.raises(IntegrityError, match="forbidden class"):
+        open_record(record, KEYS)
+    assert not marker.exists()
+
+
+def test_getattr_cannot_reach_modules_or_dunders() -> None:
+    runtime = open_record(sealed(), KEYS).meta.runtime
+    # getattr(<allowed function>, "__globals__"): the way out of an allow-list, as protocol-0 opcodes
+    payload = b"cbuiltins\ngetattr\n(cstream_learner.checkpoint\nopen_record\nS'__globals__'\ntR."
+    record = seal_payload(CheckpointMeta("m", 1, {}, key_id="k1", runtime=runtime), payload, KEYS["k1"])
+    with pytest.raises(IntegrityError, match="forbidden attribute '__globals__'"):
+        open_record(record, KEYS)
+    with pytest.raises(IntegrityError, match="forbidden module attribute 'os'"):
+        _safe_getattr(types.SimpleNamespace(os=os), "os")
+    assert _safe_getattr(types.SimpleNamespace(fit=len), "fit") is len
+
+
+@pytest.mark.parametrize("spec", [
+    "preprocessing.StandardScaler() | linear_model.LogisticRegression()",
+    "tree.HoeffdingTreeClassifier()",
+    "forest.ARFClassifier(n_models=3, seed=1)",
+    "naive_bayes.GaussianNB()",
+    "preprocessing.OneHotEncoder() | linear_model.LogisticRegression()",
+    "ensemble.BaggingClassifier(model=linear_model.LogisticRegression(), seed=1)",
+    "forest.ARFRegressor(n_models=3, seed=1)",
+    "tests.unit.factories:scaled_logreg",
+])
+def test_trained_river_models_pass_the_allow_list(spec: str) -> None:
+    from river import datasets
+
+    from stream_learner.engine import Engine
+    from stream_learner.events import Event, Source
+
+    state = ModelState.fresh(spec, window=50)
+    engine = Engine(state, model_name="m", mode="learn")
+    data = datasets.TrumpApproval() if state.task == "regression" else datasets.Phishing()
+    for i, (x, y) in enumerate(data):
+        if i == 200:
+            break
+        engine.process(Event(str(i), None, None, x, y, Source("t", 0, i)))
+    record = seal_record(state, CheckpointMeta("m", 1, {}), "k1", KEYS["k1"])
+    restored = open_record(record, KEYS).state
+    for i, (x, _) in enumerate(data):
+        if i == 50:
+            break
+        assert restored.model.predict_one(x) == state.model.predict_one(x)
