@@ -20,13 +20,16 @@ from tests.integration.helpers import (
     KEY,
     InThread,
     event_bytes,
+    latest_meta,
     load_checkpoint,
     make_settings,
     phishing,
     produce,
+    read_all,
     read_topic,
     spawn,
     store_for,
+    wait_for,
     wait_learned,
 )
 from tools.localstack import KafkaBroker, RedisServer
@@ -233,3 +236,35 @@ def test_invalid_settings_fail_before_any_io(kafka: KafkaBroker, redis_server: R
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "--model-spec" in out and "Nope" in out and "Traceback" not in out
+
+
+def test_a_model_that_raises_mid_update_is_rewound_not_left_half_updated(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    from tests.unit.factories import fragile_logreg
+
+    rows = phishing()[:400]
+    messages = event_bytes(rows)
+    boom = json.dumps({"id": "boom", "x": {**rows[0][0], "boom": 1}, "y": True}).encode()
+    stream = [*messages[:250], ("boom", boom), *messages[250:]]
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
+                             model_spec="tests.unit.factories:fragile_logreg", checkpoint_every=100)
+    produce(kafka.bootstrap, settings.events_topic, stream)
+    learner = InThread(Learner(settings, store_for(settings)))
+    wait_for("every event to be checkpointed",
+             lambda: (m := latest_meta(settings)) is not None and sum(m.offsets.values()) == len(stream))
+    learner.stop()
+
+    [letter] = read_topic(kafka.bootstrap, settings.dead_letter_topic, 1)
+    assert letter.value == boom and letter.headers["reason"] == b"model_error"
+    assert letter.headers["exception"] == b"ValueError" and letter.headers["source.offset"] == b"250"
+    ckpt = load_checkpoint(settings)
+    oracle = fragile_logreg()
+    for x, y in rows:
+        oracle.learn_one(x, y)
+    assert ckpt.meta.learned == len(rows)
+    assert ckpt.state.model["Fragile"].seen == oracle["Fragile"].seen == len(rows)
+    assert ckpt.state.model["LogisticRegression"].weights == oracle["LogisticRegression"].weights
+    predicted = Counter(m.json()["id"] for m in read_all(kafka.bootstrap, settings.predictions_topic))
+    assert predicted == Counter(f"e-{i}" for i in range(len(rows)))  # the replay published nothing twice
