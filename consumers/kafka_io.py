@@ -116,12 +116,13 @@ class Publisher:
 
 
 def process_record(record: Any, engine: Engine, publisher: Publisher, fields: FieldNames,
-                   max_bytes: int) -> None:
+                   settings: Settings) -> None:
     """Decode, predict (and learn), publish the prediction or the dead letter."""
     source = Source(record.topic, record.partition, record.offset, record.timestamp)
     raw = record.value or b""
     try:
-        event = decode_event(raw, source, fields, engine.state.task, max_bytes)
+        event = decode_event(raw, source, fields, engine.state.task, settings.max_event_bytes,
+                             settings.max_abs_value)
         prediction = engine.process(event)
     except InvalidEvent as exc:
         publisher.dead_letter(raw, exc, source)

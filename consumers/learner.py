@@ -255,7 +255,7 @@ class Learner:
             if poison is not None:
                 raise poison
             event = decode_event(raw, source, self.fields, self.engine.state.task,
-                                 self.settings.max_event_bytes)
+                                 self.settings.max_event_bytes, self.settings.max_abs_value)
             prediction = self.engine.process(event)
         except InvalidEvent as exc:
             if exc.reason == "model_error" and poison is None:

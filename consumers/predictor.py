@@ -109,7 +109,7 @@ class Predictor:
 
     def handle(self, record: Any) -> None:
         assert self.engine is not None and self.publisher is not None
-        process_record(record, self.engine, self.publisher, self.fields, self.settings.max_event_bytes)
+        process_record(record, self.engine, self.publisher, self.fields, self.settings)
         self.positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
 
     def commit(self, in_listener: bool = False) -> None:

@@ -87,6 +87,9 @@ class Settings:
     y_field: str = _opt("y", "Event field holding the label.", modes="learn serve produce")
     max_event_bytes: int = _opt(1024 * 1024, "Larger messages are dead-lettered unread.", minimum=64,
                                 modes="learn serve")
+    max_abs_value: float = _opt(1e15, "Numbers (features, regression labels) beyond +/- this are "
+                                "dead-lettered: finite but huge values overflow a model's statistics.",
+                                minimum=1.0, modes="learn serve")
 
     # Checkpoints
     checkpoint_every: int = _opt(10_000, "Checkpoint after this many events.", minimum=1,

@@ -24,6 +24,7 @@ from typing import Any
 from stream_learner.errors import InvalidEvent
 
 Label = bool | int | float | str
+MAX_ABS = 1e15  # default bound on |number|: squares and sums of squares stay far from overflow
 Features = dict[str, float | int | str | bool]
 
 
@@ -75,8 +76,16 @@ def _finite(value: float, what: str) -> float:
     return value
 
 
+def _in_range(value: float, what: str, max_abs: float) -> None:
+    """Finite but huge numbers overflow a model's statistics (1e200 squared is inf)."""
+    if isinstance(value, float):
+        _finite(value, what)
+    if abs(value) > max_abs:
+        raise InvalidEvent("out_of_range", f"{what} is {value:.3g}, beyond the limit of {max_abs:g}")
+
+
 def decode_event(raw: bytes, source: Source, fields: FieldNames, task: str,
-                 max_bytes: int = 1024 * 1024) -> Event:
+                 max_bytes: int = 1024 * 1024, max_abs: float = MAX_ABS) -> Event:
     """Validate one message and return the event, or raise ``InvalidEvent``.
 
     ``null`` feature values mean "missing" and are dropped, as River expects.
@@ -95,8 +104,8 @@ def decode_event(raw: bytes, source: Source, fields: FieldNames, task: str,
         raise InvalidEvent("not_object", f"event is a JSON {type(doc).__name__}, not an object")
     if fields.x not in doc:
         raise InvalidEvent("missing_x", f"no {fields.x!r} field")
-    x = _features(doc[fields.x], fields.x)
-    y = check_label(doc.get(fields.y), task)
+    x = _features(doc[fields.x], fields.x, max_abs)
+    y = check_label(doc.get(fields.y), task, max_abs)
     event_id = doc.get(fields.id)
     if event_id is None:
         event_id = str(source)
@@ -115,29 +124,30 @@ def decode_event(raw: bytes, source: Source, fields: FieldNames, task: str,
     return Event(str(event_id), key, ts, x, y, source)
 
 
-def _features(x: Any, name: str) -> Features:
+def _features(x: Any, name: str, max_abs: float) -> Features:
     if not isinstance(x, dict):
         raise InvalidEvent("x_not_object", f"{name!r} is a JSON {type(x).__name__}, not an object")
     out: Features = {}
     for k, v in x.items():
         if v is None:
             continue
-        if isinstance(v, float):
-            _finite(v, f"feature {k!r}")
-        elif not isinstance(v, int | str):  # bool is an int
+        if isinstance(v, float | int) and not isinstance(v, bool):
+            _in_range(v, f"feature {k!r}", max_abs)
+        elif not isinstance(v, bool | str):
             raise InvalidEvent("bad_feature", f"feature {k!r} is a {type(v).__name__}; {name!r} must be flat")
         out[k] = v
     return out
 
 
-def check_label(y: Any, task: str) -> Label | None:
+def check_label(y: Any, task: str, max_abs: float = MAX_ABS) -> Label | None:
     """Check the label's type against the task; ``None`` means unlabelled."""
     if y is None:
         return None
     if task == "regression":
         if isinstance(y, bool) or not isinstance(y, int | float):
             raise InvalidEvent("bad_label", f"a regression label must be a number, got {y!r}")
-        return _finite(float(y), "label")
+        _in_range(y, "label", max_abs)
+        return float(y)
     if isinstance(y, float) or not isinstance(y, bool | int | str):
         raise InvalidEvent("bad_label", f"a {task} label must be a boolean, integer or string, got {y!r}")
     return y
