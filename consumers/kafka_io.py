@@ -45,6 +45,8 @@ def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
             enable_auto_commit=False,
             auto_offset_reset=settings.start_from,
             max_poll_records=settings.max_poll_records,
+            # A seek (rewind, revocation) waits for the fetch in flight: keep its wait short.
+            fetch_max_wait_ms=100,
             client_id=f"stream-learner-{mode}",
             **static,
             **security_options(settings),

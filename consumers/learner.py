@@ -341,7 +341,8 @@ class Learner:
         self.snapshot = _Snapshot(record.payload, dict(self.offsets), self.events, dict(self.dead_letters))
         self.first_seen.clear()
         self.sent = still_ahead
-        self.poisoned.clear()
+        self.poisoned = {(p, o): e for (p, o), e in self.poisoned.items()
+                         if o >= self.offsets.get(tp_key(topic, p), 0)}
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
