@@ -24,11 +24,19 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
 from consumers import crashpoints
 from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, security_options
+from consumers.ordering import EventTimeMerge
 from stream_learner.checkpoint import CheckpointMeta, open_record, seal_record, tp_key
 from stream_learner.config import Settings
 from stream_learner.engine import Engine, ModelState
-from stream_learner.errors import InvalidEvent, NoCheckpoint, StoreUnavailable, StreamLearnerError
-from stream_learner.events import FieldNames, Source, decode_event
+from stream_learner.errors import (
+    ConfigError,
+    InvalidEvent,
+    NoCheckpoint,
+    StoreUnavailable,
+    StreamLearnerError,
+)
+from stream_learner.events import FieldNames, Source, check_label, decode_event, decode_label
+from stream_learner.pending import PendingLabels
 from stream_learner.store import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
@@ -43,6 +51,22 @@ def field_names(settings: Settings) -> FieldNames:
 
 def signing_keys(settings: Settings) -> dict[str, bytes]:
     return {settings.hmac_key_id: settings.hmac_key.encode()}
+
+
+def configure_labels(state: ModelState, settings: Settings) -> None:
+    """Keep pending events when a labels topic is configured (with the current bounds)."""
+    if not settings.labels_topic:
+        state.pending = None  # no late labels: nothing waits
+        return
+    if state.pending is None:
+        state.pending = PendingLabels(settings.label_ttl, settings.max_pending)
+    state.pending.ttl, state.pending.max_pending = settings.label_ttl, settings.max_pending
+    state.default_label = None
+    if settings.default_label:
+        try:
+            state.default_label = check_label(json.loads(settings.default_label), state.task)
+        except (ValueError, InvalidEvent) as exc:
+            raise ConfigError(f"--default-label: not a {state.task} label: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -71,8 +95,9 @@ class Learner:
         self.events = 0
         self.dead_letters: dict[str, int] = {}  # carried across restarts by the checkpoint
         self.published: dict[str, int] = {}  # predictions tp_key -> next offset, as of the checkpoint
-        self.sent: set[tuple[int, int]] = set()  # (partition, offset) predicted since the checkpoint
-        self.poisoned: dict[tuple[int, int], InvalidEvent] = {}
+        self.sent: set[tuple[str, int, int]] = set()  # events predicted since the checkpoint
+        self.poisoned: dict[tuple[str, int, int], InvalidEvent] = {}  # records the model raised on
+        self.merge: EventTimeMerge | None = None
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.failures = 0
@@ -124,7 +149,6 @@ class Learner:
             ckpt = open_record(self.store.load(s.model), signing_keys(s), s.allow_version_mismatch)
         except NoCheckpoint:
             self.state = ModelState.fresh(s.model_spec, s.task, s.rolling_window)
-            payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
             log.info("model %s: no checkpoint, starting fresh from %s", s.model, s.start_from)
         else:
             self.state, self.version = ckpt.state, ckpt.meta.version
@@ -132,9 +156,10 @@ class Learner:
             self.dead_letters = dict(ckpt.meta.dead_letters)
             self.published = dict(ckpt.meta.published)
             self.failures = ckpt.meta.checkpoint_failures
-            payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
             log.info("model %s: resumed v%d (%d learned) at %s", s.model, self.version,
                      self.state.learned, self.offsets)
+        configure_labels(self.state, s)
+        payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
         self.snapshot = _Snapshot(payload, dict(self.offsets), self.events, dict(self.dead_letters))
         self.engine = Engine(self.state, model_name=s.model, mode="learn", version=self.version)
 
@@ -193,7 +218,7 @@ class Learner:
         if (doc.get("model") == self.settings.model and doc.get("mode") == "learn"
                 and topic == self.settings.events_topic
                 and int(offset) >= self.offsets.get(tp_key(topic, int(partition)), 0)):
-            self.sent.add((int(partition), int(offset)))
+            self.sent.add((topic, int(partition), int(offset)))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -213,7 +238,9 @@ class Learner:
                     self.checkpoint("initial", force=True)
                 else:
                     self.recover_published()
-                self.consumer.subscribe([self.settings.events_topic], listener=_Rebalance(self))
+                self.merge = EventTimeMerge(self.consumer)
+                topics = [self.settings.events_topic, *([self.settings.labels_topic] if self.labels else [])]
+                self.consumer.subscribe(topics, listener=_Rebalance(self))
                 self.loop(stop)
             finally:
                 self.consumer.close(autocommit=False)
@@ -224,17 +251,21 @@ class Learner:
             except StreamLearnerError as exc:
                 log.warning("could not release the writer lease (it will expire): %s", exc)
 
+    @property
+    def labels(self) -> bool:
+        return bool(self.settings.labels_topic)
+
     def loop(self, stop: threading.Event) -> None:
-        assert self.consumer is not None
+        assert self.consumer is not None and self.merge is not None
         while not stop.is_set():
             self.renew_lease()
-            batch = self.consumer.poll(timeout_ms=200)
+            batch = self.consumer.poll(timeout_ms=100)
             if self.listener_error is not None:
                 raise self.listener_error
+            self.merge.add(batch)
             try:
-                for records in batch.values():
-                    for record in records:
-                        self.handle(record)
+                for record in self.merge.drain():
+                    self.handle(record)
             except _Rewind:
                 self.rewind()
                 continue
@@ -244,7 +275,7 @@ class Learner:
 
     def handle(self, record: Any) -> None:
         assert self.engine is not None and self.publisher is not None
-        where = (record.partition, record.offset)
+        where = (record.topic, record.partition, record.offset)
         tpk = tp_key(record.topic, record.partition)
         if tpk not in self.offsets and tpk not in self.first_seen:
             self.first_seen[tpk] = record.offset
@@ -254,9 +285,15 @@ class Learner:
         try:
             if poison is not None:
                 raise poison
-            event = decode_event(raw, source, self.fields, self.engine.state.task,
-                                 self.settings.max_event_bytes, self.settings.max_abs_value)
-            prediction = self.engine.process(event)
+            s = self.settings
+            if self.labels and record.topic == s.labels_topic:
+                self.engine.label(decode_label(raw, source, self.fields, self.engine.state.task,
+                                               s.max_event_bytes, s.max_abs_value))
+                prediction = None
+            else:
+                event = decode_event(raw, source, self.fields, self.engine.state.task,
+                                     s.max_event_bytes, s.max_abs_value)
+                prediction = self.engine.process(event)
         except InvalidEvent as exc:
             if exc.reason == "model_error" and poison is None:
                 self.poisoned[where] = exc
@@ -266,7 +303,7 @@ class Learner:
         else:
             if crashpoints.ARMED:
                 crashpoints.hit("after_predict")
-            if where not in self.sent:
+            if prediction is not None and where not in self.sent:
                 self.publisher.prediction(event.key or event.id, prediction)
                 self.sent.add(where)
                 if crashpoints.ARMED:
@@ -285,11 +322,17 @@ class Learner:
         self.dead_letters.clear()
         self.dead_letters.update(snap.dead_letters)
         self.since_checkpoint = 0
+        assert self.merge is not None
+        self.merge.clear()
         for tp in self.consumer.assignment():
             key = tp_key(tp.topic, tp.partition)
             offset = self.offsets.get(key, self.first_seen.get(key))
             if offset is not None:
                 self.consumer.seek(tp, offset)
+
+    def label_counts(self) -> dict[str, int]:
+        pending = self.state.pending if self.state else None
+        return {} if pending is None else {**pending.counts, "waiting": len(pending.entries)}
 
     def checkpoint_due(self) -> bool:
         s, now = self.settings, time.monotonic()
@@ -311,15 +354,15 @@ class Learner:
         # Predictions of events beyond this checkpoint's offsets that an earlier run published
         # (a restart interleaves partitions differently) must stay findable: until there are
         # none, the scan position for the next restart does not move.
-        topic = s.events_topic
-        still_ahead = {(p, o) for p, o in self.sent if o >= self.offsets.get(tp_key(topic, p), 0)}
+        still_ahead = {(t, p, o) for t, p, o in self.sent if o >= self.offsets.get(tp_key(t, p), 0)}
         published = dict(self.published)
         if not still_ahead:
             published.update({tp_key(s.predictions_topic, p): o
                               for p, o in self.publisher.published.items()})
         meta = CheckpointMeta(s.model, version, dict(self.offsets), events=self.events,
                               dead_letters=dict(self.dead_letters), published=published,
-                              checkpoint_failures=self.failures, token=self.token)
+                              checkpoint_failures=self.failures, token=self.token,
+                              labels=self.label_counts())
         record = seal_record(self.state, meta, s.hmac_key_id, s.hmac_key.encode())
         if crashpoints.ARMED:
             crashpoints.hit("during_checkpoint")
@@ -341,8 +384,8 @@ class Learner:
         self.snapshot = _Snapshot(record.payload, dict(self.offsets), self.events, dict(self.dead_letters))
         self.first_seen.clear()
         self.sent = still_ahead
-        self.poisoned = {(p, o): e for (p, o), e in self.poisoned.items()
-                         if o >= self.offsets.get(tp_key(topic, p), 0)}
+        self.poisoned = {(t, p, o): e for (t, p, o), e in self.poisoned.items()
+                         if o >= self.offsets.get(tp_key(t, p), 0)}
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
@@ -356,6 +399,8 @@ class Learner:
     def seek(self, partitions: list[TopicPartition]) -> None:
         """Position each assigned partition at the checkpoint's offset, or at start_from."""
         assert self.consumer is not None
+        if self.merge is not None:
+            self.merge.clear()
         fresh = []
         for tp in partitions:
             offset = self.offsets.get(tp_key(tp.topic, tp.partition))

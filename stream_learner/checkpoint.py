@@ -59,6 +59,7 @@ class CheckpointMeta:
     metrics: dict[str, float | None] = field(default_factory=dict)
     published: dict[str, int] = field(default_factory=dict)  # predictions "topic:partition" -> next offset
     checkpoint_failures: int = 0
+    labels: dict[str, int] = field(default_factory=dict)  # late-label outcomes, and events waiting
     spec: str = ""
     task: str = ""
     token: int = 0

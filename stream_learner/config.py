@@ -52,6 +52,14 @@ class Settings:
                                   modes="learn serve")
     dead_letter_topic: str = _opt("events.dlq", "Topic that receives rejected events with the reason.",
                                   modes="learn serve")
+    labels_topic: str = _opt("", "Topic of late labels {id, y} for events predicted earlier (empty: none).",
+                             modes="learn produce")
+    label_ttl: float = _opt(7 * 86400.0, "Seconds of event time an unlabelled event waits for its label.",
+                            minimum=0.0, modes="learn")
+    max_pending: int = _opt(100_000, "Most unlabelled events kept waiting; the oldest is evicted first.",
+                            minimum=1, modes="learn")
+    default_label: str = _opt("", "JSON label learned when a waiting event expires (empty: drop it).",
+                              modes="learn")
     group_id: str = _opt("", "Consumer group; default stream-learner.<model>.<learn|serve>.",
                          modes="learn serve")
     start_from: str = _opt("earliest", "Where to start when no checkpoint or commit exists.",

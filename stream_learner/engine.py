@@ -24,9 +24,10 @@ from typing import Any
 from river import base
 
 from stream_learner.errors import InvalidEvent
-from stream_learner.events import Event, Label, encode_prediction
+from stream_learner.events import Event, Label, LateLabel, encode_prediction
 from stream_learner.metrics import PrequentialMetrics
 from stream_learner.models import build_model, infer_task
+from stream_learner.pending import PendingLabels, Waiting
 
 _MASK = 2**64 - 1
 
@@ -48,12 +49,16 @@ class ModelState:
     learned: int = 0
     classes: list[Label] = field(default_factory=list)
     digest: int = 0  # sum of id_hash() of every learned event id, mod 2**64: exactly-once evidence
+    pending: PendingLabels | None = None  # unlabelled events awaiting a late label
+    default_label: Label | None = None  # learned when a pending event expires (None: drop it)
 
     @classmethod
-    def fresh(cls, spec: str, task: str = "auto", window: int = 1000) -> ModelState:
+    def fresh(cls, spec: str, task: str = "auto", window: int = 1000,
+              pending: PendingLabels | None = None, default_label: Label | None = None) -> ModelState:
         model = build_model(spec)
         task = infer_task(model, task)
-        return cls(model, spec, task, PrequentialMetrics(task, window))
+        return cls(model, spec, task, PrequentialMetrics(task, window), pending=pending,
+                   default_label=default_label)
 
 
 class Engine:
@@ -70,9 +75,11 @@ class Engine:
 
     def check(self, event: Event) -> None:
         """Refuse what the model must not see: a third class for a binary model."""
-        y = event.y
-        if (self.learn and y is not None and self.state.task == "binary"
-                and y not in self.state.classes):
+        if self.learn and event.y is not None and self.state.task == "binary":
+            self._check_class(event.y)
+
+    def _check_class(self, y: Label) -> None:
+        if y not in self.state.classes:
             if len(self.state.classes) >= 2:
                 raise InvalidEvent("new_class", f"label {y!r} is not one of {self.state.classes}")
             self.state.classes.append(y)
@@ -93,13 +100,44 @@ class Engine:
             y_pred, proba = self.predict(event.x)
         except Exception as exc:
             raise InvalidEvent("model_error", f"predict failed: {type(exc).__name__}: {exc}") from exc
-        if self.learn and event.y is not None:
-            self.state.metrics.update(event.y, y_pred, proba)
-            try:
-                self.state.model.learn_one(event.x, event.y)
-            except Exception as exc:
-                raise InvalidEvent("model_error", f"learn failed: {type(exc).__name__}: {exc}") from exc
-            self.state.learned += 1
-            self.state.digest = (self.state.digest + id_hash(event.id)) & _MASK
+        if self.learn:
+            pending = self.state.pending
+            if event.y is not None:
+                self.state.metrics.update(event.y, y_pred, proba)
+                self._learn(event.id, event.x, event.y)
+                if pending is not None:
+                    self._expire(pending.advance(event.ts))
+            elif pending is not None:
+                ts = event.ts if event.ts is not None else pending.watermark
+                self._expire(pending.add(event.id, Waiting(event.x, y_pred, proba, ts)))
         return encode_prediction(event, y_pred, proba, self.model_name, self.version, self.mode,
                                  learned)
+
+    def label(self, label: LateLabel) -> bool:
+        """Learn a late label with the features kept for its event, and score the prediction
+        made back then; False when no event waits for it (late, duplicate or unknown)."""
+        pending = self.state.pending
+        if pending is None:
+            raise InvalidEvent("unexpected_label", "this learner keeps no pending events")
+        if self.state.task == "binary":
+            self._check_class(label.y)
+        waiting = pending.take(label.id)
+        if waiting is not None:
+            self.state.metrics.update(label.y, waiting.y_pred, waiting.proba)
+            self._learn(label.id, waiting.x, label.y)
+        self._expire(pending.advance(label.ts))
+        return waiting is not None
+
+    def _learn(self, event_id: str, x: dict[str, Any], y: Label) -> None:
+        try:
+            self.state.model.learn_one(x, y)
+        except Exception as exc:
+            raise InvalidEvent("model_error", f"learn failed: {type(exc).__name__}: {exc}") from exc
+        self.state.learned += 1
+        self.state.digest = (self.state.digest + id_hash(event_id)) & _MASK
+
+    def _expire(self, closed: list[tuple[str, Waiting]]) -> None:
+        """Expired or evicted events: dropped, or learned with the default label (unscored)."""
+        if self.state.default_label is not None:
+            for event_id, waiting in closed:
+                self._learn(event_id, waiting.x, self.state.default_label)

@@ -90,18 +90,7 @@ def decode_event(raw: bytes, source: Source, fields: FieldNames, task: str,
 
     ``null`` feature values mean "missing" and are dropped, as River expects.
     """
-    if len(raw) > max_bytes:
-        raise InvalidEvent("too_large", f"{len(raw)} bytes > limit of {max_bytes}")
-    try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except UnicodeDecodeError as exc:
-        raise InvalidEvent("not_utf8", str(exc)) from None
-    except RecursionError:
-        raise InvalidEvent("too_deep", "JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError
-        raise InvalidEvent("invalid_json", str(exc)) from None
-    if not isinstance(doc, dict):
-        raise InvalidEvent("not_object", f"event is a JSON {type(doc).__name__}, not an object")
+    doc = _object(raw, max_bytes)
     if fields.x not in doc:
         raise InvalidEvent("missing_x", f"no {fields.x!r} field")
     x = _features(doc[fields.x], fields.x, max_abs)
@@ -122,6 +111,48 @@ def decode_event(raw: bytes, source: Source, fields: FieldNames, task: str,
     else:
         ts = _finite(float(ts), fields.ts)
     return Event(str(event_id), key, ts, x, y, source)
+
+
+@dataclass(frozen=True, slots=True)
+class LateLabel:
+    """A label for an event predicted earlier, from the labels topic."""
+
+    id: str
+    y: Label
+    ts: float | None
+    source: Source
+
+
+def decode_label(raw: bytes, source: Source, fields: FieldNames, task: str,
+                 max_bytes: int = 1024 * 1024, max_abs: float = MAX_ABS) -> LateLabel:
+    """A labels-topic message ``{"id": ..., "y": ...}``, validated like an event's label."""
+    doc = _object(raw, max_bytes)
+    event_id = doc.get(fields.id)
+    if event_id is None:
+        raise InvalidEvent("missing_id", f"a label needs {fields.id!r}")
+    if not isinstance(event_id, str | int) or isinstance(event_id, bool):
+        raise InvalidEvent("bad_field", f"{fields.id!r} must be a string or an integer")
+    y = check_label(doc.get(fields.y), task, max_abs)
+    if y is None:
+        raise InvalidEvent("missing_label", f"a label needs {fields.y!r}")
+    ts = source.timestamp_ms / 1000 if source.timestamp_ms is not None else None
+    return LateLabel(str(event_id), y, ts, source)
+
+
+def _object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(raw) > max_bytes:
+        raise InvalidEvent("too_large", f"{len(raw)} bytes > limit of {max_bytes}")
+    try:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("not_utf8", str(exc)) from None
+    except RecursionError:
+        raise InvalidEvent("too_deep", "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError
+        raise InvalidEvent("invalid_json", str(exc)) from None
+    if not isinstance(doc, dict):
+        raise InvalidEvent("not_object", f"message is a JSON {type(doc).__name__}, not an object")
+    return doc
 
 
 def _features(x: Any, name: str, max_abs: float) -> Features:

@@ -1,0 +1,93 @@
+"""Pending features: predicted events waiting for a label that arrives later.
+
+Bounded in time (``ttl``, in event time: deterministic under replay, unlike the wall clock)
+and in size (``max_pending``, the oldest is evicted first). It is part of the model state,
+so it is checkpointed atomically with the model and the offsets of both topics.
+
+>>> p = PendingLabels(ttl=10.0, max_pending=2)
+>>> closed = p.add("a", Waiting({"f": 1.0}, True, None, 0.0))
+>>> p.take("a").x, p.take("a"), p.take("zz")
+({'f': 1.0}, None, None)
+>>> p.counts["matched"], p.counts["duplicate"], p.counts["unknown"]
+(1, 1, 1)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTCOMES = ("matched", "late", "unknown", "duplicate", "expired", "evicted")
+
+
+@dataclass(slots=True)
+class Waiting:
+    """An unlabelled event's features and the prediction made for it at the time."""
+
+    x: dict[str, Any]
+    y_pred: Any
+    proba: dict[Any, float] | None
+    ts: float
+
+
+@dataclass
+class PendingLabels:
+    ttl: float
+    max_pending: int
+    entries: OrderedDict[str, Waiting] = field(default_factory=OrderedDict)
+    # Recently closed ids, to tell a late or repeated label from an unknown one (bounded too).
+    expired_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    labelled_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    watermark: float = float("-inf")
+
+    def add(self, event_id: str, waiting: Waiting) -> list[tuple[str, Waiting]]:
+        """Keep an event until its label comes; returns what this evicted or expired."""
+        self.entries.pop(event_id, None)
+        self.entries[event_id] = waiting
+        closed = self.advance(waiting.ts)
+        while len(self.entries) > self.max_pending:
+            old_id, old = self.entries.popitem(last=False)
+            self._close(old_id, "evicted")
+            closed.append((old_id, old))
+        return closed
+
+    def take(self, event_id: str) -> Waiting | None:
+        """The waiting event for a label, or None (counted as late, duplicate or unknown)."""
+        waiting = self.entries.pop(event_id, None)
+        if waiting is not None:
+            self.counts["matched"] += 1
+            _remember(self.labelled_ids, event_id, self.max_pending)
+        elif event_id in self.expired_ids:
+            self.counts["late"] += 1
+        elif event_id in self.labelled_ids:
+            self.counts["duplicate"] += 1
+        else:
+            self.counts["unknown"] += 1
+        return waiting
+
+    def advance(self, ts: float | None) -> list[tuple[str, Waiting]]:
+        """Move event time forward to ``ts``; returns the entries older than the TTL."""
+        if ts is None or ts <= self.watermark:
+            return []
+        self.watermark = ts
+        expired = []
+        while self.entries:
+            event_id, oldest = next(iter(self.entries.items()))
+            if oldest.ts >= ts - self.ttl:
+                break
+            del self.entries[event_id]
+            self._close(event_id, "expired")
+            expired.append((event_id, oldest))
+        return expired
+
+    def _close(self, event_id: str, outcome: str) -> None:
+        self.counts[outcome] += 1
+        _remember(self.expired_ids, event_id, self.max_pending)
+
+
+def _remember(ids: OrderedDict[str, None], event_id: str, bound: int) -> None:
+    ids[event_id] = None
+    if len(ids) > bound:
+        ids.popitem(last=False)
