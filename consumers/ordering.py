@@ -2,9 +2,11 @@
 
 Kafka orders records within a partition only; how a poll interleaves partitions depends on
 timing. The learner instead takes, among the partitions it owns, the buffered record with the
-smallest timestamp, and waits (up to ``max_wait`` seconds) for a partition that has nothing
-buffered but is known to hold more. So a replay of data already in Kafka is processed in the
-same order every time, and a label is learned after the events stamped before it.
+smallest timestamp, and waits for a partition that has nothing buffered but holds more (or has
+not answered a fetch yet). A fetch answers within ~100 ms, so the wait is short; ``max_wait``
+(30 s) only guards against a partition that stays unreadable. So a replay of data already in
+Kafka is processed in the same order every time, and a label is learned after the events
+stamped before it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 
 class EventTimeMerge:
-    def __init__(self, consumer: KafkaConsumer, max_wait: float = 1.0, max_buffered: int = 5000) -> None:
+    def __init__(self, consumer: KafkaConsumer, max_wait: float = 30.0, max_buffered: int = 5000) -> None:
         self.consumer = consumer
         self.max_wait = max_wait
         self.max_buffered = max_buffered
@@ -46,7 +48,7 @@ class EventTimeMerge:
     def _lagging(self, tp: TopicPartition) -> bool:
         """Nothing buffered, but the broker holds more than the consumer has returned."""
         highwater = self.consumer.highwater(tp)
-        return highwater is not None and self.consumer.position(tp) < highwater
+        return highwater is None or self.consumer.position(tp) < highwater  # None: not fetched yet
 
     def drain(self) -> Any:
         """Yield records in timestamp order while that order is certain (or waited for enough)."""

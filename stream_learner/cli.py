@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--limit", type=int, default=0, help="Stop after this many events (0: all).")
             p.add_argument("--repeat", type=int, default=1, help="Replay the data this many times.")
             p.add_argument("--withhold-labels", action="store_true", help="Send events without y.")
+            p.add_argument("--label-delay", type=int, metavar="D",
+                           help="Send each label to --labels-topic D events after its event (which goes "
+                                "without it), as river.stream.simulate_qa(delay=D) orders them.")
         if command == "models":
             p.add_argument("action", choices=["list", "show"], help="list versions, or show one")
             p.add_argument("version", nargs="?", type=int, default=0, help="Version (default latest).")
@@ -133,25 +137,55 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit: must be at least 0, got {args.limit}")
     if args.repeat < 1:
         raise ConfigError(f"--repeat: must be at least 1, got {args.repeat}")
-    events = list(iter_events(settings, args))  # bad input fails before any network I/O
+    if args.label_delay is not None and (args.label_delay < 0 or not settings.labels_topic):
+        raise ConfigError("--label-delay: needs --labels-topic and a delay of at least 0 events")
+    messages = schedule(settings, list(iter_events(settings, args)), args.label_delay)  # fails before I/O
     producer = make_producer(settings, "stream-learner-produce")
-    count = 0
     failures: list[BaseException] = []
+    base_ms = int(time.time() * 1000)
     try:
-        for key, value in events:
-            producer.send(settings.events_topic, key=key.encode(), value=value).add_errback(failures.append)
-            count += 1
+        for seq, (topic, key, doc) in enumerate(messages):
+            # Timestamps one millisecond apart keep the event/label order across the two topics.
+            producer.send(topic, key=key.encode(), value=json.dumps(doc, default=_plain).encode(),
+                          timestamp_ms=base_ms + seq).add_errback(failures.append)
         producer.flush(timeout=120)
     finally:
         producer.close(timeout=10)
     if failures:
-        raise StreamLearnerError(f"{len(failures)} of {count} events were not acknowledged: {failures[0]}")
-    print(f"produced {count} events to {settings.events_topic}")
+        raise StreamLearnerError(f"{len(failures)} of {len(messages)} messages were not acknowledged: "
+                                 f"{failures[0]}")
+    labels = sum(1 for topic, _, _ in messages if topic == settings.labels_topic)
+    print(f"produced {len(messages) - labels} events to {settings.events_topic}"
+          + (f" and {labels} labels to {settings.labels_topic}" if labels else ""))
     return 0
 
 
-def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[str, bytes]]:
-    """(key, JSON bytes) for each event to produce, validated before anything is sent."""
+def schedule(settings: Settings, events: list[tuple[str, dict[str, Any]]], delay: int | None
+             ) -> list[tuple[str, str, dict[str, Any]]]:
+    """(topic, key, document) in sending order. With a label delay D, each event goes out
+    without its label, which follows on the labels topic once D more events were sent (the
+    order of ``river.stream.simulate_qa`` with ``delay=D``)."""
+    if delay is None:
+        return [(settings.events_topic, key, doc) for key, doc in events]
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    due: deque[tuple[int, str, Any]] = deque()  # (event index, event id, label)
+
+    def label(event_id: str, y: Any) -> tuple[str, str, dict[str, Any]]:
+        return settings.labels_topic, event_id, {settings.id_field: event_id, settings.y_field: y}
+
+    for i, (key, doc) in enumerate(events):
+        while due and due[0][0] + delay <= i:
+            out.append(label(*due.popleft()[1:]))
+        event = dict(doc)
+        if settings.y_field in event:
+            due.append((i, str(event[settings.id_field]), event.pop(settings.y_field)))
+        out.append((settings.events_topic, key, event))
+    out.extend(label(event_id, y) for _, event_id, y in due)
+    return out
+
+
+def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(key, document) for each event to produce, validated before anything is sent."""
     rows = list(_dataset_rows(args.dataset) if args.dataset else _file_rows(args.file))
     name = args.dataset or args.file.stem
     produced = 0
@@ -164,7 +198,7 @@ def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[
             if args.withhold_labels:
                 doc.pop(settings.y_field, None)
             produced += 1
-            yield str(doc[settings.id_field]), json.dumps(doc, default=_plain).encode()
+            yield str(doc[settings.id_field]), doc
 
 
 def _plain(value: Any) -> Any:

@@ -102,9 +102,12 @@ class Engine:
             raise InvalidEvent("model_error", f"predict failed: {type(exc).__name__}: {exc}") from exc
         if self.learn:
             pending = self.state.pending
-            if event.y is not None:
-                self.state.metrics.update(event.y, y_pred, proba)
-                self._learn(event.id, event.x, event.y)
+            y = event.y
+            if y is None and pending is not None:
+                y = pending.claim(event.id)  # its label came first
+            if y is not None:
+                self.state.metrics.update(y, y_pred, proba)
+                self._learn(event.id, event.x, y)
                 if pending is not None:
                     self._expire(pending.advance(event.ts))
             elif pending is not None:
@@ -121,7 +124,7 @@ class Engine:
             raise InvalidEvent("unexpected_label", "this learner keeps no pending events")
         if self.state.task == "binary":
             self._check_class(label.y)
-        waiting = pending.take(label.id)
+        waiting = pending.take(label.id, label.y, label.ts)
         if waiting is not None:
             self.state.metrics.update(label.y, waiting.y_pred, waiting.proba)
             self._learn(label.id, waiting.x, label.y)

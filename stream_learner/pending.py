@@ -6,10 +6,12 @@ so it is checkpointed atomically with the model and the offsets of both topics.
 
 >>> p = PendingLabels(ttl=10.0, max_pending=2)
 >>> closed = p.add("a", Waiting({"f": 1.0}, True, None, 0.0))
->>> p.take("a").x, p.take("a"), p.take("zz")
+>>> p.take("a", True, 1.0).x, p.take("a", True, 2.0), p.take("b", False, 3.0)
 ({'f': 1.0}, None, None)
->>> p.counts["matched"], p.counts["duplicate"], p.counts["unknown"]
+>>> p.counts["matched"], p.counts["duplicate"], p.counts["early"]
 (1, 1, 1)
+>>> p.claim("b")  # the event of an early label arrives: it is learned at once
+False
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-OUTCOMES = ("matched", "late", "unknown", "duplicate", "expired", "evicted")
+OUTCOMES = ("matched", "early", "late", "unknown", "duplicate", "expired", "evicted")
 
 
 @dataclass(slots=True)
@@ -36,6 +38,9 @@ class PendingLabels:
     ttl: float
     max_pending: int
     entries: OrderedDict[str, Waiting] = field(default_factory=OrderedDict)
+    # Labels that came before their event (the two topics are not ordered with each other):
+    # kept until the event comes, or counted unknown after the TTL.
+    early: OrderedDict[str, tuple[Any, float]] = field(default_factory=OrderedDict)
     # Recently closed ids, to tell a late or repeated label from an unknown one (bounded too).
     expired_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
     labelled_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -53,19 +58,33 @@ class PendingLabels:
             closed.append((old_id, old))
         return closed
 
-    def take(self, event_id: str) -> Waiting | None:
-        """The waiting event for a label, or None (counted as late, duplicate or unknown)."""
+    def take(self, event_id: str, y: Any, ts: float | None) -> Waiting | None:
+        """The waiting event for a label, or None: the label is late, a duplicate, or early
+        (kept for its event)."""
         waiting = self.entries.pop(event_id, None)
         if waiting is not None:
             self.counts["matched"] += 1
             _remember(self.labelled_ids, event_id, self.max_pending)
         elif event_id in self.expired_ids:
             self.counts["late"] += 1
-        elif event_id in self.labelled_ids:
+        elif event_id in self.labelled_ids or event_id in self.early:
             self.counts["duplicate"] += 1
         else:
-            self.counts["unknown"] += 1
+            self.counts["early"] += 1
+            self.early[event_id] = (y, self.watermark if ts is None else ts)
+            while len(self.early) > self.max_pending:
+                self.early.popitem(last=False)
+                self.counts["unknown"] += 1
         return waiting
+
+    def claim(self, event_id: str) -> Any:
+        """An early label for an arriving event (then learned at once), or None."""
+        found = self.early.pop(event_id, None)
+        if found is None:
+            return None
+        self.counts["matched"] += 1
+        _remember(self.labelled_ids, event_id, self.max_pending)
+        return found[0]
 
     def advance(self, ts: float | None) -> list[tuple[str, Waiting]]:
         """Move event time forward to ``ts``; returns the entries older than the TTL."""
@@ -80,6 +99,9 @@ class PendingLabels:
             del self.entries[event_id]
             self._close(event_id, "expired")
             expired.append((event_id, oldest))
+        while self.early and next(iter(self.early.values()))[1] < ts - self.ttl:
+            self.early.popitem(last=False)
+            self.counts["unknown"] += 1
         return expired
 
     def _close(self, event_id: str, outcome: str) -> None:

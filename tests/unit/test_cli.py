@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -57,7 +56,7 @@ def test_produce_reads_datasets_and_files(tmp_path: Path) -> None:
                                       "--withhold-labels"])
     events = list(iter_events(load_settings(args), args))
     assert [k for k, _ in events] == ["Phishing-0", "Phishing-1", "Phishing-2"]
-    assert all("y" not in json.loads(v) for _, v in events)
+    assert all("y" not in doc for _, doc in events)
 
     file = tmp_path / "events.jsonl"
     file.write_text('{"x": {"a": 1}, "y": 2.0}\n\n{"id": "mine", "x": {"a": 2}}\n')
@@ -68,3 +67,20 @@ def test_produce_reads_datasets_and_files(tmp_path: Path) -> None:
     file.write_text("{not json\n")
     with pytest.raises(Exception, match="line 1 is not JSON"):
         list(iter_events(load_settings(args), args))
+
+
+def test_label_delay_follows_simulate_qa() -> None:
+    from river import datasets, stream
+
+    from stream_learner.cli import schedule
+
+    args = build_parser().parse_args(["produce", "--dataset", "Phishing", "--limit", "40",
+                                      "--labels-topic", "labels", "--label-delay", "7"])
+    settings = load_settings(args)
+    messages = schedule(settings, list(iter_events(settings, args)), 7)
+    mine = [(doc["id"], "y" in doc) if topic == "labels" else (doc["id"], False)
+            for topic, _, doc in messages]
+    rows = list(datasets.Phishing())[:40]
+    river_order = [(f"Phishing-{i}", y is not None) for i, _, y in stream.simulate_qa(rows, None, 7)]
+    assert mine == river_order
+    assert all("y" not in doc for topic, _, doc in messages if topic == "events")

@@ -51,10 +51,20 @@ def test_expiry_late_unknown_and_duplicate_labels_are_counted() -> None:
     assert not engine.label(label("b", True, ts=7.0))  # a second label: learned once
     engine.process(event("c", {"f": 3.0}, ts=11.0))  # "a" is now older than the TTL
     assert not engine.label(label("a", False, ts=12.0))
-    assert not engine.label(label("zz", False, ts=12.0))
-    assert pending.counts == {"matched": 1, "late": 1, "unknown": 1, "duplicate": 1, "expired": 1,
-                              "evicted": 0}
-    assert engine.state.learned == 1 and list(pending.entries) == ["c"]
+    assert not engine.label(label("zz", False, ts=12.0))  # early: kept for its event...
+    engine.process(event("d", {"f": 4.0}, ts=30.0))  # ...which never comes within the TTL
+    assert pending.counts == {"matched": 1, "early": 1, "late": 1, "unknown": 1, "duplicate": 1,
+                              "expired": 2, "evicted": 0}
+    assert engine.state.learned == 1 and list(pending.entries) == ["d"]
+
+
+def test_a_label_before_its_event_is_learned_when_the_event_comes() -> None:
+    pending = PendingLabels(ttl=10.0, max_pending=100)
+    engine = engine_with(pending)
+    assert not engine.label(label("e", True, ts=1.0))
+    engine.process(event("e", {"f": 1.0}, ts=2.0))
+    assert engine.state.learned == 1 and engine.state.metrics.updates == 1
+    assert pending.counts["early"] == 1 and pending.counts["matched"] == 1 and not pending.entries
 
 
 def test_pending_is_bounded_and_expiry_can_learn_a_default_label() -> None:
