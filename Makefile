@@ -5,9 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SYSTEM_DEPS := redis-server docker-compose
-CODE := stream_learner consumers tools tests
+CODE := stream_learner consumers tools tests bench
+MODEL ?= preprocessing.StandardScaler() | linear_model.LogisticRegression()
+DATASET ?= Phishing
+EVENTS ?= 200000
 
-.PHONY: help venv system-deps kafka lint test stack-up stack-down stack-status demo clean
+.PHONY: help venv system-deps kafka lint test bench stack-up stack-down stack-status demo clean
 
 help:
 	@echo "make test        lint + unit + integration tests (starts its own Kafka and Redis)"
@@ -15,6 +18,7 @@ help:
 	@echo "make stack-up    Kafka on 127.0.0.1:9092 and Redis on 127.0.0.1:6379, for trying by hand"
 	@echo "make stack-down  stop them"
 	@echo "make lint        ruff + mypy --strict"
+	@echo "make bench       service vs raw River and bare Kafka loops (MODEL=... DATASET=... EVENTS=...)"
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +49,9 @@ lint: venv
 
 test: venv system-deps kafka lint
 	$(BIN)/pytest
+
+bench: venv system-deps kafka
+	$(BIN)/python -m bench.run --model "$(MODEL)" --dataset "$(DATASET)" --events $(EVENTS)
 
 stack-up: venv system-deps kafka
 	$(BIN)/python tools/localstack.py up

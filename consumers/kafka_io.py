@@ -47,6 +47,8 @@ def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
             max_poll_records=settings.max_poll_records,
             # A seek (rewind, revocation) waits for the fetch in flight: keep its wait short.
             fetch_max_wait_ms=100,
+            session_timeout_ms=int(settings.session_timeout * 1000),
+            heartbeat_interval_ms=max(100, int(settings.session_timeout * 1000) // 4),
             client_id=f"stream-learner-{mode}",
             **static,
             **security_options(settings),

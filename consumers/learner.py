@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +91,7 @@ class Learner:
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self.settings = settings
         self.store = store
+        self.owner = settings.instance_id or socket.gethostname()
         self.fields = field_names(settings)
         self.offsets: dict[str, int] = {}  # tp_key -> next offset, consistent with self.state
         self.first_seen: dict[str, int] = {}  # partitions the snapshot does not cover yet
@@ -98,6 +101,7 @@ class Learner:
         self.sent: set[tuple[str, int, int]] = set()  # events predicted since the checkpoint
         self.poisoned: dict[tuple[str, int, int], InvalidEvent] = {}  # records the model raised on
         self.merge: EventTimeMerge | None = None
+        self.pauses: deque[float] = deque(maxlen=1000)  # seconds the loop spent in each checkpoint
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.failures = 0
@@ -119,7 +123,7 @@ class Learner:
         s = self.settings
         announced = False
         while not stop.is_set():
-            token = self.store.acquire(s.model, s.lease_ttl)
+            token = self.store.acquire(s.model, s.lease_ttl, self.owner)
             if token is not None:
                 self.token, self.renewed = token, time.monotonic()
                 log.info("model %s: took the writer lease (fencing token %d)", s.model, token)
@@ -135,7 +139,7 @@ class Learner:
         if now - self.renewed < self.settings.lease_ttl / 3:
             return
         try:
-            self.store.renew(self.settings.model, self.token, self.settings.lease_ttl)
+            self.store.renew(self.settings.model, self.token, self.settings.lease_ttl, self.owner)
             self.renewed = now
         except StoreUnavailable as exc:
             log.warning("cannot renew the writer lease: %s", exc)
@@ -247,7 +251,7 @@ class Learner:
                 self.publisher.producer.close(timeout=10)
         finally:
             try:
-                self.store.release(self.settings.model, self.token)
+                self.store.release(self.settings.model, self.token, self.owner)
             except StreamLearnerError as exc:
                 log.warning("could not release the writer lease (it will expire): %s", exc)
 
@@ -346,6 +350,7 @@ class Learner:
         assert self.state is not None and self.publisher is not None and self.consumer is not None
         if self.since_checkpoint == 0 and not force:
             return
+        started = time.perf_counter()
         s = self.settings
         self.publisher.flush()
         if crashpoints.ARMED:
@@ -393,8 +398,10 @@ class Learner:
         commit(self.consumer, {tp: self.offsets[tp_key(tp.topic, tp.partition)]
                                for tp in assigned if tp_key(tp.topic, tp.partition) in self.offsets},
                in_listener=in_listener)
-        log.info("checkpoint v%d (%s): %d events, %d learned, %d bytes, metrics %s", version, reason,
-                 self.events, self.state.learned, len(record.payload), meta.metrics)
+        blocked = time.perf_counter() - started
+        self.pauses.append(blocked)
+        log.info("checkpoint v%d (%s): %d events, %d learned, %d bytes, %.1f ms, metrics %s", version,
+                 reason, self.events, self.state.learned, len(record.payload), blocked * 1000, meta.metrics)
 
     def seek(self, partitions: list[TopicPartition]) -> None:
         """Position each assigned partition at the checkpoint's offset, or at start_from."""

@@ -11,18 +11,18 @@ Two implementations of one interface: ``RedisStore`` (the real one) and ``Memory
     {p:m}:lease      the token of the writer holding the lease, with a TTL
     {p:m}:announce   pub/sub channel: the new version number on each save
 
-A learner becomes the writer by taking the lease when it is free, which also increments
-the fence; it renews the lease while it runs. A save is one Lua script, atomic and checked
+A learner becomes the writer by taking the lease when it is free, or held by its own
+instance id (a restart of the same instance need not wait for the dead one's lease), which
+also increments the fence; it renews the lease while it runs. A save is one Lua script, atomic and checked
 inside Redis: it refuses a writer whose token is not the current fence (a zombie learner
 that lost its lease) and a version that does not follow the latest.
 
 >>> store = MemoryStore()
->>> token = store.acquire("m", ttl=10.0)
+>>> token = store.acquire("m", ttl=10.0, owner="host-a")
 >>> store.save("m", 1, Record(b"{}", b"", "sig"), token, keep=2)
->>> store.latest_version("m"), store.acquire("m", ttl=10.0)
+>>> store.latest_version("m"), store.acquire("m", ttl=10.0, owner="host-b")
 (1, None)
->>> store.release("m", token)
->>> successor = store.acquire("m", ttl=10.0)
+>>> successor = store.acquire("m", ttl=10.0, owner="host-a")  # host-a restarted: no wait
 >>> store.save("m", 2, Record(b"{}", b"", "sig"), token, keep=2)
 Traceback (most recent call last):
 ...
@@ -45,13 +45,14 @@ MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024
 
 
 class ModelStore(Protocol):
-    def acquire(self, model: str, ttl: float) -> int | None:
-        """Take the writer lease if it is free: a new fencing token, else None."""
+    def acquire(self, model: str, ttl: float, owner: str = "") -> int | None:
+        """Take the writer lease if it is free or already ``owner``'s (a restart of the same
+        instance): a new fencing token, else None."""
 
-    def renew(self, model: str, token: int, ttl: float) -> None:
+    def renew(self, model: str, token: int, ttl: float, owner: str = "") -> None:
         """Extend the lease; ``FencedError`` if another writer took over."""
 
-    def release(self, model: str, token: int) -> None:
+    def release(self, model: str, token: int, owner: str = "") -> None:
         """Give the lease up (a standby may take over at once)."""
 
     def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
@@ -86,27 +87,27 @@ class MemoryStore:
     def __init__(self) -> None:
         self.records: dict[str, dict[int, Record]] = {}
         self.fences: dict[str, int] = {}
-        self.leases: dict[str, tuple[int, float]] = {}  # model -> (token, expires at)
+        self.leases: dict[str, tuple[str, float]] = {}  # model -> (owner, expires at)
 
-    def _holder(self, model: str) -> int | None:
-        token, expires = self.leases.get(model, (0, 0.0))
-        return token if expires > time.monotonic() else None
+    def _holder(self, model: str) -> str | None:
+        owner, expires = self.leases.get(model, ("", 0.0))
+        return owner if expires > time.monotonic() else None
 
-    def acquire(self, model: str, ttl: float) -> int | None:
-        if self._holder(model) is not None:
+    def acquire(self, model: str, ttl: float, owner: str = "") -> int | None:
+        if self._holder(model) not in (None, owner):
             return None
         self.fences[model] = self.fences.get(model, 0) + 1
-        self.leases[model] = (self.fences[model], time.monotonic() + ttl)
+        self.leases[model] = (owner, time.monotonic() + ttl)
         return self.fences[model]
 
-    def renew(self, model: str, token: int, ttl: float) -> None:
+    def renew(self, model: str, token: int, ttl: float, owner: str = "") -> None:
         current = self.fences.get(model, 0)
         if token != current:
             raise _fenced(model, token, current)
-        self.leases[model] = (token, time.monotonic() + ttl)
+        self.leases[model] = (owner, time.monotonic() + ttl)
 
-    def release(self, model: str, token: int) -> None:
-        if self._holder(model) == token:
+    def release(self, model: str, token: int, owner: str = "") -> None:
+        if self._holder(model) == owner and self.fences.get(model) == token:
             del self.leases[model]
 
     def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
@@ -135,24 +136,28 @@ class MemoryStore:
         return sorted(self.records.get(model, {}))
 
 
-# KEYS: fence, lease. ARGV: ttl ms. Returns the new token, or false when the lease is held.
+# KEYS: fence, lease. ARGV: ttl ms, owner. The new token, or false when another owner holds it.
 _ACQUIRE = """
-if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[2] then return false end
 local token = redis.call('INCR', KEYS[1])
-redis.call('SET', KEYS[2], token, 'PX', ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
 return token
 """
 
-# KEYS: fence, lease. ARGV: token, ttl ms. Returns the current fence (== token when renewed).
+# KEYS: fence, lease. ARGV: token, ttl ms, owner. The current fence (== token when renewed).
 _RENEW = """
 local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
 if fence ~= tonumber(ARGV[1]) then return fence end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return fence
 """
 
+# KEYS: fence, lease. ARGV: token, owner.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[2] and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
 return 0
 """
 
@@ -220,19 +225,22 @@ class RedisStore:
         _ = self.client
         return self._call(what, self._scripts[name], keys, args)
 
-    def acquire(self, model: str, ttl: float) -> int | None:
-        token = self._script("acquire", "taking the writer lease",
-                             [self.key(model, "fence"), self.key(model, "lease")], [int(ttl * 1000)])
+    def _lease_keys(self, model: str) -> list[str]:
+        return [self.key(model, "fence"), self.key(model, "lease")]
+
+    def acquire(self, model: str, ttl: float, owner: str = "") -> int | None:
+        token = self._script("acquire", "taking the writer lease", self._lease_keys(model),
+                             [int(ttl * 1000), owner])
         return int(token) if token else None
 
-    def renew(self, model: str, token: int, ttl: float) -> None:
-        fence = self._script("renew", "renewing the writer lease",
-                             [self.key(model, "fence"), self.key(model, "lease")], [token, int(ttl * 1000)])
+    def renew(self, model: str, token: int, ttl: float, owner: str = "") -> None:
+        fence = self._script("renew", "renewing the writer lease", self._lease_keys(model),
+                             [token, int(ttl * 1000), owner])
         if int(fence) != token:
             raise _fenced(model, token, int(fence))
 
-    def release(self, model: str, token: int) -> None:
-        self._script("release", "releasing the writer lease", [self.key(model, "lease")], [token])
+    def release(self, model: str, token: int, owner: str = "") -> None:
+        self._script("release", "releasing the writer lease", self._lease_keys(model), [token, owner])
 
     def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
         size = len(record.payload)

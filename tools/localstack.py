@@ -51,7 +51,7 @@ def port_open(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Child-side: get SIGKILL when the test process dies, so no server outlives it."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -179,7 +179,7 @@ class KafkaBroker:
                 self._java("kafka.Kafka", str(self.properties_path)),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=detach,
-                preexec_fn=None if detach else _die_with_parent,
+                preexec_fn=None if detach else die_with_parent,
             )
         try:
             _wait_until("Kafka broker", self.answers_metadata, timeout, self.alive)
@@ -252,7 +252,7 @@ class RedisServer:
             cmd += ["--appendonly", "yes", "--appendfsync", "always"]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=detach, preexec_fn=None if detach else _die_with_parent,
+            start_new_session=detach, preexec_fn=None if detach else die_with_parent,
         )
         try:
             _wait_until("Redis", self.answers_ping, timeout, self.alive)
@@ -283,6 +283,26 @@ class RedisServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def create_topics(bootstrap: str, names: list[str], partitions: int = 1, timeout: float = 30.0) -> None:
+    """Create topics and wait until the broker reports all their partitions."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            described = admin.describe_topics(names)
+            if len(described) == len(names) and all(
+                    len(d.get("partitions", [])) == partitions for d in described):
+                return
+            time.sleep(0.05)
+        raise StackError(f"topics {names} have not {partitions} partitions after {timeout} s")
+    finally:
+        admin.close()
 
 
 # --- the dev stack: `make stack-up` / `make stack-down` -------------------------------------

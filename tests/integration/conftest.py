@@ -6,15 +6,12 @@ A server that cannot start fails the run with its log tail; integration tests ar
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 
-from tools.localstack import KafkaBroker, RedisServer
+from tools.localstack import KafkaBroker, RedisServer, create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -46,20 +43,8 @@ def unique(request: pytest.FixtureRequest) -> Callable[[str], str]:
     return make
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
-    """Create a topic and wait until the broker reports all its partitions."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        admin.create_topics([NewTopic(name, partitions, 1)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            described = admin.describe_topics([name])
-            if described and len(described[0].get("partitions", [])) == partitions:
-                return
-            time.sleep(0.05)
-        raise TimeoutError(f"topic {name} has not {partitions} partitions after {timeout} s")
-    finally:
-        admin.close()
+def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
+    create_topics(bootstrap, [name], partitions)
 
 
 @pytest.fixture

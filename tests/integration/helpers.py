@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from stream_learner.checkpoint import Checkpoint, CheckpointMeta, open_record, read_meta
 from stream_learner.config import Settings, env_var
 from stream_learner.store import RedisStore
-from tools.localstack import ROOT, KafkaBroker, RedisServer
+from tools.localstack import ROOT, KafkaBroker, RedisServer, die_with_parent
 
 KEY = "integration-test-key"
 
@@ -143,7 +143,7 @@ def spawn(command: str, settings: Settings, *extra: str) -> subprocess.Popen[str
     return subprocess.Popen(
         [sys.executable, "-m", "stream_learner.cli", command, *extra],
         env=settings_env(settings), cwd=ROOT, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
     )
 
 

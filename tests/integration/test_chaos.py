@@ -37,7 +37,7 @@ from tests.integration.helpers import (
     wait_for,
     wait_learned,
 )
-from tools.localstack import ROOT, KafkaBroker, RedisServer
+from tools.localstack import ROOT, KafkaBroker, RedisServer, die_with_parent
 
 CRASH_POINTS = [("after_predict", 40), ("after_publish", 60), ("after_flush", 1),
                 ("during_checkpoint", 1), ("after_checkpoint", 1), ("in_revocation", 1)]
@@ -60,7 +60,7 @@ def start_learner(settings: Settings, crash_at: str = "") -> subprocess.Popen[by
     if crash_at:
         env["SL_TEST_CRASH_AT"] = crash_at
     return subprocess.Popen([sys.executable, "-m", "stream_learner.cli", "learn"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
 
 
 class Feeder:

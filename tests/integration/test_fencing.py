@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from tests.integration.helpers import (
     wait_for,
     wait_learned,
 )
-from tools.localstack import ROOT, KafkaBroker, RedisServer
+from tools.localstack import ROOT, KafkaBroker, RedisServer, die_with_parent
 
 
 class Learn:
@@ -38,7 +39,7 @@ class Learn:
         with open(log, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "stream_learner.cli", "learn"],
                                          env=settings_env(settings), cwd=ROOT, stdout=out,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -58,14 +59,15 @@ def digest(ids: list[str]) -> int:
 
 def test_the_fence_is_checked_inside_redis(redis_server: RedisServer, unique: Callable[[str], str]) -> None:
     store = RedisStore(redis_server.url, unique("p"))
-    zombie = store.acquire("m", ttl=0.2)
-    assert zombie is not None and store.acquire("m", ttl=10) is None
+    zombie = store.acquire("m", ttl=0.2, owner="host-a")
+    assert zombie is not None and store.acquire("m", ttl=10, owner="host-b") is None
     store.save("m", 1, Record(b"{}", b"x" * 10, "s"), zombie, keep=2)
-    successor = wait_for("the lease to expire", lambda: store.acquire("m", ttl=10), timeout=10)
+    successor = wait_for("the lease to expire", lambda: store.acquire("m", ttl=10, owner="host-b"),
+                         timeout=10)
     with pytest.raises(FencedError, match="stale"):
         store.save("m", 2, Record(b"{}", b"zombie", "s"), zombie, keep=2)
     with pytest.raises(FencedError):
-        store.renew("m", zombie, ttl=10)
+        store.renew("m", zombie, ttl=10, owner="host-a")
     store.save("m", 2, Record(b"{}", b"successor", "s"), successor, keep=2)
     assert store.load("m").payload == b"successor"
     store.close()
@@ -80,11 +82,11 @@ def test_a_paused_learner_is_fenced_when_it_wakes(
                              checkpoint_every=100, checkpoint_interval=0.2)
     messages = event_bytes(rows)
     produce(kafka.bootstrap, settings.events_topic, messages[:400])
-    a = Learn(settings, tmp_path / "a.log")
+    a = Learn(replace(settings, instance_id="host-a"), tmp_path / "a.log")
     wait_learned(settings, 400)
     a.proc.send_signal(signal.SIGSTOP)
     try:
-        b = Learn(settings, tmp_path / "b.log")
+        b = Learn(replace(settings, instance_id="host-b"), tmp_path / "b.log")
         wait_for("B to take over after A's lease expired", lambda: b.says("took the writer lease"), 30)
         produce(kafka.bootstrap, settings.events_topic, messages[400:800])
         taken_over = wait_learned(settings, 800)
@@ -110,7 +112,8 @@ def test_a_standby_learner_takes_over_when_the_leader_dies(
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events", partitions=2),
                              lease_ttl=2.0, checkpoint_interval=0.2)
     produce(kafka.bootstrap, settings.events_topic, event_bytes(rows[:600]))
-    first, second = Learn(settings, tmp_path / "1.log"), Learn(settings, tmp_path / "2.log")
+    first = Learn(replace(settings, instance_id="host-1"), tmp_path / "1.log")
+    second = Learn(replace(settings, instance_id="host-2"), tmp_path / "2.log")
     wait_learned(settings, 600)
     leader, standby = (first, second) if first.says("took the writer lease") else (second, first)
     wait_for("the other one to wait as a standby", lambda: standby.says("standby"), 30)

@@ -103,26 +103,27 @@ def test_store_keeps_the_last_k_versions() -> None:
 
 def test_a_lease_has_one_holder_and_a_stale_writer_is_fenced() -> None:
     store = MemoryStore()
-    zombie = store.acquire("m", ttl=0.05)
-    assert zombie is not None and store.acquire("m", ttl=60) is None
+    zombie = store.acquire("m", ttl=0.05, owner="a")
+    assert zombie is not None and store.acquire("m", ttl=60, owner="b") is None
     store.save("m", 1, sealed(1), zombie, keep=3)
     deadline = time.monotonic() + 5
     successor = None
     while successor is None and time.monotonic() < deadline:  # the zombie stops renewing
-        successor = store.acquire("m", ttl=60)
+        successor = store.acquire("m", ttl=60, owner="b")
     assert successor is not None and successor > zombie
     with pytest.raises(FencedError):
         store.save("m", 2, sealed(2), zombie, keep=3)
     with pytest.raises(FencedError):
-        store.renew("m", zombie, ttl=60)
+        store.renew("m", zombie, ttl=60, owner="a")
     with pytest.raises(CheckpointError, match="does not follow"):
         store.save("m", 3, sealed(3), successor, keep=3)
     store.save("m", 2, sealed(2), successor, keep=3)
     assert store.versions("m") == [1, 2]
-    store.release("m", zombie)  # not the holder: no effect
-    assert store.acquire("m", ttl=60) is None
-    store.release("m", successor)
-    assert store.acquire("m", ttl=60) == successor + 1
+    store.release("m", zombie, owner="a")  # not the holder: no effect
+    assert store.acquire("m", ttl=60, owner="a") is None
+    store.release("m", successor, owner="b")
+    assert store.acquire("m", ttl=60, owner="a") == successor + 1
+    assert store.acquire("m", ttl=60, owner="a") == successor + 2  # "a" restarted: no wait
 
 
 class _System:

@@ -1,0 +1,394 @@
+"""``make bench``: the service next to what a user could write by hand, measured in one run.
+
+Starts its own Kafka broker and Redis (tools/localstack.py), replays a River dataset (repeated to
+``--events``) and measures, on the same events and the same model:
+
+  R  the raw River loop in-process: decode the same JSON, predict, learn;
+  K  a bare kafka-python loop on the same broker: consume, decode, encode, produce, no model;
+  S  the learner end to end (``stream-learner learn`` as a process, checkpoint every 10,000);
+     then S / (1 / (1/R + 1/K)), the additive bound;
+  the frozen predictor with 1 and 2 processes in one group; event-to-prediction latency at
+  half of S; checkpoint size and loop stall for three models; recovery after SIGKILL.
+
+Throughputs come from the Kafka timestamps of the first and last output records, so process
+start-up is not counted. Prints a table and writes ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stream_learner.config import Settings, env_var  # noqa: E402
+from tools.localstack import (  # noqa: E402
+    KAFKA_VERSION,
+    KafkaBroker,
+    RedisServer,
+    create_topics,
+    die_with_parent,
+)
+
+CHECKPOINT_MODELS = {
+    "logreg": "preprocessing.StandardScaler() | linear_model.LogisticRegression()",
+    "hoeffding_tree": "tree.HoeffdingTreeClassifier()",
+    "arf10": "forest.ARFClassifier(n_models=10, seed=42)",
+}
+
+
+def dataset_events(name: str, count: int) -> list[bytes]:
+    from river import datasets
+
+    rows = list(getattr(datasets, name)())
+    out = []
+    for i in range(count):
+        x, y = rows[i % len(rows)]
+        out.append(json.dumps({"id": f"b-{i}", "x": x, "y": y}, default=float).encode())
+    return out
+
+
+def raw_river(events: list[bytes], spec: str) -> float:
+    """R: what a user's own loop does with the same bytes."""
+    from stream_learner.models import build_model
+
+    model = build_model(spec)
+    start = time.perf_counter()
+    for raw in events:
+        doc = json.loads(raw)
+        model.predict_proba_one(doc["x"])
+        model.learn_one(doc["x"], doc["y"])
+    return len(events) / (time.perf_counter() - start)
+
+
+def produce(bootstrap: str, topic: str, events: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
+    for i, raw in enumerate(events):
+        producer.send(topic, raw, key=str(i).encode())
+    producer.flush()
+    producer.close()
+
+
+def bare_kafka(bootstrap: str, source: str, sink: str, count: int) -> float:
+    """K: consume, decode, encode, produce, nothing else."""
+    consumer = KafkaConsumer(source, bootstrap_servers=bootstrap, group_id="bench-bare",
+                             auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=500)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    seen = 0
+    start = None
+    while seen < count:
+        for records in consumer.poll(timeout_ms=200).values():
+            start = start or time.perf_counter()
+            for r in records:
+                doc = json.loads(r.value)
+                producer.send(sink, json.dumps({"id": doc["id"], "prediction": None}).encode())
+            seen += len(records)
+    producer.flush()
+    elapsed = time.perf_counter() - (start or 0)
+    consumer.close()
+    producer.close()
+    return count / elapsed
+
+
+def output_span(bootstrap: str, topic: str, count: int, timeout: float = 600
+                ) -> tuple[float, float, list[Any]]:
+    """Read ``count`` records of a topic: (first, last) CreateTime in seconds, and the records."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: no topic {topic}")
+        time.sleep(0.2)
+    tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning()
+    records: list[Any] = []
+    while len(records) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: only {len(records)} of {count} records on {topic}")
+        for batch in consumer.poll(timeout_ms=200).values():
+            records.extend(batch)
+    consumer.close()
+    stamps = [r.timestamp for r in records]
+    return min(stamps) / 1000, max(stamps) / 1000, records
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
+    env.update({env_var(k): str(v) for k, v in vars(settings).items()})
+    return env
+
+
+def spawn(command: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "stream_learner.cli", command], cwd=ROOT,
+                                env=service_env(settings), stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=die_with_parent)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def events_per_second(first: float, last: float, count: int) -> float:
+    return count / max(last - first, 1e-3)
+
+
+def checkpoint_cost(settings: Settings, bootstrap: str, dataset: str, spec: str, count: int,
+                    every: int) -> dict[str, Any]:
+    """Run a learner in-process over ``count`` events, checkpointing every ``every``."""
+    from consumers.learner import Learner
+    from stream_learner.store import RedisStore
+
+    topic = f"bench.ckpt.{abs(hash(spec)) % 10**8}.{time.time_ns()}"
+    create_topics(bootstrap, [topic])
+    produce(bootstrap, topic, dataset_events(dataset, count))
+    s = Settings(**{**vars(settings), "events_topic": topic, "model": topic, "model_spec": spec,
+                    "predictions_topic": topic + ".out", "checkpoint_every": every,
+                    "checkpoint_interval": 3600.0})
+    learner = Learner(s, RedisStore(s.redis_url, s.key_prefix))
+    halt = threading.Event()
+    thread = threading.Thread(target=learner.run, args=(halt,))
+    thread.start()
+    while learner.events < count and thread.is_alive():
+        time.sleep(0.1)
+    halt.set()
+    thread.join()
+    pauses = sorted(learner.pauses)[1:]  # the first is the initial empty checkpoint
+    store = RedisStore(s.redis_url, s.key_prefix)
+    size = len(store.load(s.model).payload)
+    return {"model": spec, "events": count, "checkpoints": len(pauses), "bytes": size,
+            "blocked_ms_p50": round(1000 * statistics.median(pauses), 2),
+            "blocked_ms_p99": round(1000 * _quantile(pauses, 0.99), 2)}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, seconds: float,
+            workdir: Path) -> dict[str, Any]:
+    """Event-to-prediction latency at an offered load: producer timestamp to arrival."""
+    topic = f"bench.latency.{time.time_ns()}"
+    create_topics(bootstrap, [topic])
+    s = Settings(**{**vars(settings), "events_topic": topic, "model": topic,
+                    "predictions_topic": topic + ".out", "start_from": "latest"})
+    learner = spawn("learn", s, workdir / "latency-learner.log")
+    watch = KafkaConsumer(s.predictions_topic, bootstrap_servers=bootstrap, group_id=None,
+                          auto_offset_reset="latest", fetch_max_wait_ms=10)
+    _wait_for_log(workdir / "latency-learner.log", "assigned", 60)
+    watch.poll(timeout_ms=500)
+    rows = dataset_events(dataset, int(rate * seconds))
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    delays: list[float] = []
+    start = time.perf_counter()
+    for i, raw in enumerate(rows):
+        doc = json.loads(raw)
+        doc["ts"] = time.time()
+        producer.send(topic, json.dumps(doc).encode())
+        target = start + (i + 1) / rate
+        while time.perf_counter() < target:
+            for batch in watch.poll(timeout_ms=1).values():
+                now = time.time()
+                delays.extend(now - json.loads(r.value)["ts"] for r in batch)
+    producer.flush()
+    deadline = time.monotonic() + 30
+    while len(delays) < len(rows) and time.monotonic() < deadline:
+        for batch in watch.poll(timeout_ms=100).values():
+            now = time.time()
+            delays.extend(now - json.loads(r.value)["ts"] for r in batch)
+    watch.close()
+    producer.close()
+    stop(learner)
+    return {"offered_eps": round(rate), "samples": len(delays),
+            "p50_ms": round(1000 * statistics.median(delays), 2),
+            "p99_ms": round(1000 * _quantile(delays, 0.99), 2)}
+
+
+def _wait_for_log(path: Path, text: str, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return time.time()
+        time.sleep(0.02)
+    raise SystemExit(f"bench: {text!r} not in {path} after {timeout} s")
+
+
+def _log_time(path: Path, text: str, after: float) -> float | None:
+    for line in path.read_text(errors="replace").splitlines():
+        match = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})", line)
+        if match and text in line:
+            clock = time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
+            stamp = time.mktime(clock) + int(match.group(2)) / 1000
+            if stamp >= after - 0.001:
+                return stamp
+    return None
+
+
+def recovery(settings: Settings, bootstrap: str, dataset: str, workdir: Path) -> dict[str, Any]:
+    """SIGKILL a learner on a live stream, restart it: time to the first new prediction."""
+    topic = f"bench.recovery.{time.time_ns()}"
+    create_topics(bootstrap, [topic])
+    s = Settings(**{**vars(settings), "events_topic": topic, "model": topic,
+                    "predictions_topic": topic + ".out", "checkpoint_every": 1000})
+    rows = dataset_events(dataset, 20_000)
+    halt = threading.Event()
+
+    def feed() -> None:
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        for raw in rows:
+            if halt.is_set():
+                break
+            producer.send(topic, raw)
+            time.sleep(0.0005)
+        producer.close()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    log = workdir / "recovery-learner.log"
+    first = spawn("learn", s, log)
+    _wait_for_log(log, "checkpoint v2", 60)
+    first.kill()
+    first.wait()
+    restarted_at = time.time()
+    second = spawn("learn", s, log)
+    consumer = KafkaConsumer(s.predictions_topic, bootstrap_servers=bootstrap, group_id=None,
+                             auto_offset_reset="latest", fetch_max_wait_ms=10)
+    first_new = None
+    deadline = time.monotonic() + 60
+    while first_new is None and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=50).values():
+            fresh = [r.timestamp / 1000 for r in batch if r.timestamp / 1000 >= restarted_at]
+            if fresh:
+                first_new = min(fresh)
+    halt.set()
+    feeder.join()
+    consumer.close()
+    stop(second)
+    lease = _log_time(log, "took the writer lease", restarted_at)
+    subscribed = _log_time(log, "model " + s.model + ": resumed", restarted_at)
+    assigned = _log_time(log, "assigned", restarted_at)
+    if first_new is None or lease is None or assigned is None or subscribed is None:
+        raise SystemExit(f"bench: recovery not observed; see {log}")
+    return {"total_s": round(first_new - restarted_at, 3),
+            "process_start_to_lease_s": round(lease - restarted_at, 3),
+            "restore_s": round(subscribed - lease, 3),
+            "broker_rejoin_s": round(assigned - subscribed, 3),
+            "assignment_to_first_prediction_s": round(first_new - assigned, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=CHECKPOINT_MODELS["logreg"], help="River spec of the model")
+    parser.add_argument("--dataset", default="Phishing", help="bundled River dataset")
+    parser.add_argument("--events", type=int, default=200_000, help="events, the dataset repeated")
+    parser.add_argument("--checkpoint-events", type=int, default=5000,
+                        help="events per model in the checkpoint-cost runs (ARF runs a tenth)")
+    parser.add_argument("--latency-seconds", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args(argv)
+
+    import river
+
+    n = args.events
+    events = dataset_events(args.dataset, n)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        work = Path(tmp)
+        broker, redis = KafkaBroker(work / "kafka"), RedisServer(work / "redis")
+        broker.start()
+        redis.start()
+        try:
+            bootstrap = broker.bootstrap
+            base = Settings(bootstrap_servers=bootstrap, redis_url=redis.url, hmac_key="bench",
+                            model_spec=args.model, key_prefix="bench", checkpoint_every=10_000,
+                            checkpoint_interval=3600.0)
+            print(f"bench: {n} {args.dataset} events, model {args.model}", flush=True)
+            r_eps = raw_river(events, args.model)
+            print(f"  R raw River loop          {r_eps:10.0f} events/s", flush=True)
+
+            create_topics(bootstrap, ["bench.events", "bench.bare.out"])
+            create_topics(bootstrap, ["bench.live2"], partitions=2)
+            produce(bootstrap, "bench.events", events)
+            produce(bootstrap, "bench.live2", events)
+            k_eps = bare_kafka(bootstrap, "bench.events", "bench.bare.out", n)
+            print(f"  K bare kafka-python loop  {k_eps:10.0f} events/s", flush=True)
+
+            learn = Settings(**{**vars(base), "events_topic": "bench.events", "model": "bench",
+                                "predictions_topic": "bench.learn.out"})
+            learner = spawn("learn", learn, work / "learner.log")
+            first, last, _ = output_span(bootstrap, learn.predictions_topic, n)
+            stop(learner)
+            s_eps = events_per_second(first, last, n)
+            bound = 1 / (1 / r_eps + 1 / k_eps)
+            print(f"  S service learner         {s_eps:10.0f} events/s = {s_eps / bound:.2f} of the "
+                  f"additive bound {bound:.0f}", flush=True)
+
+            frozen = {}
+            for replicas in (1, 2):
+                serve = Settings(**{**vars(base), "events_topic": "bench.live2", "model": "bench",
+                                    "predictions_topic": f"bench.frozen{replicas}.out",
+                                    "group_id": f"bench-frozen-{replicas}"})
+                procs = [spawn("serve", serve, work / f"frozen{replicas}-{i}.log") for i in range(replicas)]
+                first, last, _ = output_span(bootstrap, serve.predictions_topic, n)
+                for proc in procs:
+                    stop(proc)
+                frozen[replicas] = events_per_second(first, last, n)
+                print(f"  frozen predictor x{replicas}       {frozen[replicas]:10.0f} events/s", flush=True)
+
+            lat = latency(base, bootstrap, args.dataset, s_eps / 2, args.latency_seconds, work)
+            print(f"  latency at {lat['offered_eps']}/s       p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms",
+                  flush=True)
+
+            costs = []
+            for name, spec in CHECKPOINT_MODELS.items():
+                count = args.checkpoint_events // (10 if name == "arf10" else 1)
+                cost = checkpoint_cost(base, bootstrap, args.dataset, spec, count, max(1, count // 5))
+                costs.append({"name": name, **cost})
+                print(f"  checkpoint {name:15s} {cost['bytes']:10d} bytes, loop blocked p50 "
+                      f"{cost['blocked_ms_p50']} ms, p99 {cost['blocked_ms_p99']} ms", flush=True)
+
+            rec = recovery(base, bootstrap, args.dataset, work)
+            print(f"  recovery after SIGKILL    {rec['total_s']} s ({rec})", flush=True)
+        finally:
+            broker.stop()
+            redis.stop()
+
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "river": river.__version__,
+                    "kafka": KAFKA_VERSION},
+        "command": " ".join(["python", "-m", "bench.run", *(argv or sys.argv[1:])]),
+        "dataset": args.dataset, "model": args.model, "events": n,
+        "raw_river_eps": round(r_eps), "bare_kafka_eps": round(k_eps), "service_eps": round(s_eps),
+        "additive_bound_eps": round(bound), "service_vs_bound": round(s_eps / bound, 3),
+        "frozen_1_eps": round(frozen[1]), "frozen_2_eps": round(frozen[2]),
+        "latency": lat, "checkpoints": costs, "recovery": rec,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"bench: wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

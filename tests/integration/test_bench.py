@@ -1,0 +1,32 @@
+"""The benchmark runs end to end on tiny sizes and reports every figure (not a speed test)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.run import main
+
+
+def test_bench_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    assert main(["--events", "3000", "--checkpoint-events", "600", "--latency-seconds", "2",
+                 "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    for key in ("raw_river_eps", "bare_kafka_eps", "service_eps", "additive_bound_eps",
+                "frozen_1_eps", "frozen_2_eps"):
+        assert results[key] > 0, key
+    assert 0 < results["service_vs_bound"] < 10
+    assert results["additive_bound_eps"] < min(results["raw_river_eps"], results["bare_kafka_eps"])
+    latency = results["latency"]
+    assert latency["samples"] > 0 and 0 < latency["p50_ms"] <= latency["p99_ms"]
+    names = [c["name"] for c in results["checkpoints"]]
+    assert names == ["logreg", "hoeffding_tree", "arf10"]
+    for cost in results["checkpoints"]:
+        assert cost["bytes"] > 0 and cost["checkpoints"] >= 1
+        assert 0 < cost["blocked_ms_p50"] <= cost["blocked_ms_p99"]
+    sizes = {c["name"]: c["bytes"] for c in results["checkpoints"]}
+    assert sizes["logreg"] < sizes["arf10"]
+    recovery = results["recovery"]
+    assert 0 < recovery["total_s"] < 60
+    assert results["machine"]["cpus"] and results["events"] == 3000
