@@ -264,9 +264,15 @@ class Learner:
         while not stop.is_set():
             self.renew_lease()
             batch = self.consumer.poll(timeout_ms=100)
+            # kafka-python returns one partition's fetch at a time: take what else has arrived,
+            # so the merge sees every partition's records before ordering them.
+            extra = len(self.consumer.assignment()) - 1
+            while batch and self.listener_error is None:
+                self.merge.add(batch)
+                batch = self.consumer.poll(timeout_ms=0) if extra > 0 and not self.merge.full else {}
+                extra -= 1
             if self.listener_error is not None:
                 raise self.listener_error
-            self.merge.add(batch)
             try:
                 for record in self.merge.drain():
                     self.handle(record)

@@ -19,30 +19,28 @@ from kafka import KafkaConsumer, TopicPartition
 
 
 class EventTimeMerge:
-    def __init__(self, consumer: KafkaConsumer, max_wait: float = 30.0, max_buffered: int = 5000) -> None:
+    def __init__(self, consumer: KafkaConsumer, max_wait: float = 30.0, max_buffered: int = 20_000) -> None:
         self.consumer = consumer
         self.max_wait = max_wait
         self.max_buffered = max_buffered
         self.buffers: dict[TopicPartition, deque[Any]] = {}
-        self.paused: set[TopicPartition] = set()
+        self.buffered = 0
         self.waiting_since: float | None = None
 
     def add(self, batch: dict[TopicPartition, list[Any]]) -> None:
         for tp, records in batch.items():
             if records:
                 self.buffers.setdefault(tp, deque()).extend(records)
-                if len(self.buffers[tp]) >= self.max_buffered and tp not in self.paused:
-                    self.consumer.pause(tp)  # the others must catch up first
-                    self.paused.add(tp)
+                self.buffered += len(records)
 
-    def clear(self, partitions: Any = None) -> None:
-        """Forget what is buffered (before a seek), for some partitions or all."""
-        for tp in list(self.buffers if partitions is None else partitions):
-            self.buffers.pop(tp, None)
-            if tp in self.paused:
-                self.paused.discard(tp)
-                if tp in self.consumer.assignment():
-                    self.consumer.resume(tp)
+    @property
+    def full(self) -> bool:
+        return self.buffered >= self.max_buffered
+
+    def clear(self) -> None:
+        """Forget what is buffered (before a seek)."""
+        self.buffers.clear()
+        self.buffered = 0
         self.waiting_since = None
 
     def _lagging(self, tp: TopicPartition) -> bool:
@@ -60,15 +58,13 @@ class EventTimeMerge:
                 tp = ready[0]  # one partition: its own order
             else:
                 empty = [tp for tp in self.consumer.assignment() if not self.buffers.get(tp)]
-                if any(self._lagging(tp) for tp in empty):
+                # Past max_buffered, memory wins over order: go on without the laggard.
+                if not self.full and any(self._lagging(tp) for tp in empty):
                     now = time.monotonic()
                     self.waiting_since = self.waiting_since or now
                     if now - self.waiting_since < self.max_wait:
                         return
                 self.waiting_since = None
                 tp = min(ready, key=lambda t: (self.buffers[t][0].timestamp, t.topic, t.partition))
-            record = self.buffers[tp].popleft()
-            if tp in self.paused and len(self.buffers[tp]) < self.max_buffered // 2:
-                self.consumer.resume(tp)
-                self.paused.discard(tp)
-            yield record
+            self.buffered -= 1
+            yield self.buffers[tp].popleft()
