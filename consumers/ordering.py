@@ -4,7 +4,7 @@ Kafka orders records within a partition only; how a poll interleaves partitions 
 timing. The learner instead takes, among the partitions it owns, the buffered record with the
 smallest timestamp, and waits for a partition that has nothing buffered but holds more (or has
 not answered a fetch yet). A fetch answers within ~100 ms, so the wait is short; ``max_wait``
-(30 s) only guards against a partition that stays unreadable. So a replay of data already in
+(2 s) bounds it for a partition that stays unreadable, and then order gives way to progress. So a replay of data already in
 Kafka is processed in the same order every time, and a label is learned after the events
 stamped before it.
 """
@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 
 class EventTimeMerge:
-    def __init__(self, consumer: KafkaConsumer, max_wait: float = 30.0, max_buffered: int = 20_000) -> None:
+    def __init__(self, consumer: KafkaConsumer, max_wait: float = 2.0, max_buffered: int = 20_000) -> None:
         self.consumer = consumer
         self.max_wait = max_wait
         self.max_buffered = max_buffered

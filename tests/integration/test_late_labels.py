@@ -97,8 +97,12 @@ def test_concurrently_consumed_labels_stay_within_tolerance(
         producer.send(settings.labels_topic, json.dumps({"id": f"p-{j}", "y": rows[j][1]}).encode())
     producer.flush()
     producer.close()
-    meta = wait_learned(settings, len(rows))
-    learner.stop()
+    try:
+        meta = wait_learned(settings, len(rows), timeout=120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; latest checkpoint: {latest_meta(settings)}") from None
+    finally:
+        learner.stop()  # raises what the learner thread raised, if anything
     _, accuracy = river_with_delay()
     # Stated tolerance: an order that differs from simulate_qa's moves accuracy by at most 0.01.
     assert meta.learned == len(rows) and meta.labels["matched"] == len(rows)
