@@ -4,9 +4,9 @@ Kafka orders records within a partition only; how a poll interleaves partitions 
 timing. The learner instead takes, among the partitions it owns, the buffered record with the
 smallest timestamp, and waits for a partition that has nothing buffered but holds more (or has
 not answered a fetch yet). A fetch answers within ~100 ms, so the wait is short; ``max_wait``
-(2 s) bounds it for a partition that stays unreadable, and then order gives way to progress. So a replay of data already in
-Kafka is processed in the same order every time, and a label is learned after the events
-stamped before it.
+(2 s) bounds it for a partition that stays unreadable, and then order gives way to progress.
+So a replay of data already in Kafka is processed in the same order every time, and a label
+is learned after the events stamped before it.
 """
 
 from __future__ import annotations
