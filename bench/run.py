@@ -231,7 +231,8 @@ def _wait_for_log(path: Path, text: str, timeout: float) -> float:
         if path.exists() and text in path.read_text(errors="replace"):
             return time.time()
         time.sleep(0.02)
-    raise SystemExit(f"bench: {text!r} not in {path} after {timeout} s")
+    tail = "\n".join(path.read_text(errors="replace").splitlines()[-15:]) if path.exists() else ""
+    raise SystemExit(f"bench: {text!r} not in {path} after {timeout} s; log tail:\n{tail}")
 
 
 def _log_time(path: Path, text: str, after: float) -> float | None:
@@ -267,7 +268,7 @@ def recovery(settings: Settings, bootstrap: str, dataset: str, workdir: Path) ->
     feeder.start()
     log = workdir / "recovery-learner.log"
     first = spawn("learn", s, log)
-    _wait_for_log(log, "checkpoint v2", 60)
+    _wait_for_log(log, "checkpoint v2", 120)
     first.kill()
     first.wait()
     restarted_at = time.time()
