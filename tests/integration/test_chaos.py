@@ -152,10 +152,12 @@ def _version(settings: Settings) -> int:
 
 def _expect_killed(proc: subprocess.Popen[bytes], point: str) -> None:
     try:
-        _, err = proc.communicate(timeout=90)
+        _, err = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"crash point {point} was never reached") from None
+        _, err = proc.communicate()
+        raise AssertionError(f"crash point {point} was never reached; its log:\n"
+                             f"{err.decode(errors='replace')[-3000:]}") from None
     assert proc.returncode == -signal.SIGKILL, f"{point}: exit {proc.returncode}: {err.decode()[-2000:]}"
 
 
