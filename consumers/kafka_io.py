@@ -35,9 +35,6 @@ def security_options(settings: Settings) -> dict[str, Any]:
 
 
 def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
-    # The learner is a static group member: a restarted (or standby) learner takes the same
-    # member slot at once, instead of waiting out the dead one's session timeout.
-    static = {"group_instance_id": f"{settings.consumer_group(mode)}.learner"} if mode == "learn" else {}
     try:
         return KafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers.split(","),
@@ -50,7 +47,6 @@ def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
             session_timeout_ms=int(settings.session_timeout * 1000),
             heartbeat_interval_ms=max(100, int(settings.session_timeout * 1000) // 4),
             client_id=f"stream-learner-{mode}",
-            **static,
             **security_options(settings),
         )
     except KafkaError as exc:
