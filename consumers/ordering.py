@@ -50,21 +50,25 @@ class EventTimeMerge:
 
     def drain(self) -> Any:
         """Yield records in timestamp order while that order is certain (or waited for enough)."""
+        assigned = self.consumer.assignment()  # changes only inside poll(), not while draining
+        if len(assigned) <= 1:  # one partition: its own order, no choice to make per record
+            for buf in self.buffers.values():
+                while buf:
+                    self.buffered -= 1
+                    yield buf.popleft()
+            return
         while True:
             ready = [tp for tp, buf in self.buffers.items() if buf]
             if not ready:
                 return
-            if len(ready) == 1 and len(self.consumer.assignment()) == 1:
-                tp = ready[0]  # one partition: its own order
-            else:
-                empty = [tp for tp in self.consumer.assignment() if not self.buffers.get(tp)]
-                # Past max_buffered, memory wins over order: go on without the laggard.
-                if not self.full and any(self._lagging(tp) for tp in empty):
-                    now = time.monotonic()
-                    self.waiting_since = self.waiting_since or now
-                    if now - self.waiting_since < self.max_wait:
-                        return
-                self.waiting_since = None
-                tp = min(ready, key=lambda t: (self.buffers[t][0].timestamp, t.topic, t.partition))
+            empty = [tp for tp in assigned if not self.buffers.get(tp)]
+            # Past max_buffered, memory wins over order: go on without the laggard.
+            if empty and not self.full and any(self._lagging(tp) for tp in empty):
+                now = time.monotonic()
+                self.waiting_since = self.waiting_since or now
+                if now - self.waiting_since < self.max_wait:
+                    return
+            self.waiting_since = None
+            tp = min(ready, key=lambda t: (self.buffers[t][0].timestamp, t.topic, t.partition))
             self.buffered -= 1
             yield self.buffers[tp].popleft()
