@@ -186,18 +186,37 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def tail(bootstrap: str, topic: str) -> KafkaConsumer:
+    """A consumer positioned at the current end of every partition of an existing topic.
+
+    Assigned, not subscribed, and its positions resolved before it returns: whatever is
+    published afterwards is read, with no group join or metadata refresh to race against.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             fetch_max_wait_ms=10)
+    deadline = time.monotonic() + 60
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: no topic {topic}")
+        time.sleep(0.1)
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    consumer.assign(tps)
+    consumer.seek_to_end(*tps)
+    for tp in tps:
+        consumer.position(tp)
+    return consumer
+
+
 def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, seconds: float,
             workdir: Path) -> dict[str, Any]:
     """Event-to-prediction latency at an offered load: producer timestamp to arrival."""
     topic = f"bench.latency.{time.time_ns()}"
-    create_topics(bootstrap, [topic])
+    create_topics(bootstrap, [topic, topic + ".out"])
     s = Settings(**{**vars(settings), "events_topic": topic, "model": topic,
                     "predictions_topic": topic + ".out", "start_from": "latest"})
     learner = spawn("learn", s, workdir / "latency-learner.log")
-    watch = KafkaConsumer(s.predictions_topic, bootstrap_servers=bootstrap, group_id=None,
-                          auto_offset_reset="latest", fetch_max_wait_ms=10)
+    watch = tail(bootstrap, s.predictions_topic)
     _wait_for_log(workdir / "latency-learner.log", "assigned", 60)
-    watch.poll(timeout_ms=500)
     rows = dataset_events(dataset, int(rate * seconds))
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     delays: list[float] = []
@@ -220,6 +239,9 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     watch.close()
     producer.close()
     stop(learner)
+    if not delays:
+        raise SystemExit(f"bench: no prediction arrived on {s.predictions_topic}; "
+                         f"see {workdir / 'latency-learner.log'}")
     return {"offered_eps": round(rate), "samples": len(delays),
             "p50_ms": round(1000 * statistics.median(delays), 2),
             "p99_ms": round(1000 * _quantile(delays, 0.99), 2)}
@@ -249,7 +271,7 @@ def _log_time(path: Path, text: str, after: float) -> float | None:
 def recovery(settings: Settings, bootstrap: str, dataset: str, workdir: Path) -> dict[str, Any]:
     """SIGKILL a learner on a live stream, restart it: time to the first new prediction."""
     topic = f"bench.recovery.{time.time_ns()}"
-    create_topics(bootstrap, [topic])
+    create_topics(bootstrap, [topic, topic + ".out"])
     s = Settings(**{**vars(settings), "events_topic": topic, "model": topic,
                     "predictions_topic": topic + ".out", "checkpoint_every": 1000})
     rows = dataset_events(dataset, 20_000)
@@ -271,10 +293,9 @@ def recovery(settings: Settings, bootstrap: str, dataset: str, workdir: Path) ->
     _wait_for_log(log, "checkpoint v2", 120)
     first.kill()
     first.wait()
+    consumer = tail(bootstrap, s.predictions_topic)
     restarted_at = time.time()
     second = spawn("learn", s, log)
-    consumer = KafkaConsumer(s.predictions_topic, bootstrap_servers=bootstrap, group_id=None,
-                             auto_offset_reset="latest", fetch_max_wait_ms=10)
     first_new = None
     deadline = time.monotonic() + 60
     while first_new is None and time.monotonic() < deadline:
