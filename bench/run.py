@@ -36,6 +36,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from consumers.kafka_io import BATCH_BYTES, LINGER_MS  # noqa: E402
 from stream_learner.config import Settings, env_var  # noqa: E402
 from tools.localstack import (  # noqa: E402
     KAFKA_VERSION,
@@ -88,7 +89,8 @@ def bare_kafka(bootstrap: str, source: str, sink: str, count: int) -> float:
     """K: consume, decode, encode, produce, nothing else."""
     consumer = KafkaConsumer(source, bootstrap_servers=bootstrap, group_id="bench-bare",
                              auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=500)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    # The service's own producer settings: the bound is the best bare loop we know how to write.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=LINGER_MS, batch_size=BATCH_BYTES)
     seen = 0
     start = None
     while seen < count:
@@ -115,6 +117,12 @@ def output_span(bootstrap: str, topic: str, count: int, timeout: float = 600
             raise SystemExit(f"bench: no topic {topic}")
         time.sleep(0.2)
     tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+    # Wait on the end offsets, a cheap request, so that reading does not compete for the CPU
+    # with the process being measured.
+    while sum(consumer.end_offsets(tps).values()) < count:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: fewer than {count} records on {topic} after {timeout} s")
+        time.sleep(0.5)
     consumer.assign(tps)
     consumer.seek_to_beginning()
     records: list[Any] = []

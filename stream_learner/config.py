@@ -34,9 +34,10 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
 def _opt(default: Any, help: str, *, choices: tuple[str, ...] = (), minimum: float | None = None,
-         secret: bool = False, modes: str = "learn serve produce models") -> Any:
+         maximum: float | None = None, secret: bool = False,
+         modes: str = "learn serve produce models") -> Any:
     return field(default=default, metadata={
-        "help": help, "choices": choices, "minimum": minimum, "secret": secret,
+        "help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "secret": secret,
         "modes": modes.split(),
     })
 
@@ -97,7 +98,7 @@ class Settings:
                                 modes="learn serve")
     max_abs_value: float = _opt(1e15, "Numbers (features, regression labels) beyond +/- this are "
                                 "dead-lettered: finite but huge values overflow a model's statistics.",
-                                minimum=1.0, modes="learn serve")
+                                minimum=1.0, maximum=1e18, modes="learn serve")
 
     # Checkpoints
     checkpoint_every: int = _opt(10_000, "Checkpoint after this many events.", minimum=1,
@@ -219,6 +220,9 @@ def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     if minimum is not None and not out >= minimum:  # also rejects NaN
         shown = int(minimum) if float(minimum).is_integer() else minimum
         raise ConfigError(f"{source}: must be at least {shown}, got {value}")
+    maximum = f.metadata["maximum"]
+    if maximum is not None and not out <= maximum:
+        raise ConfigError(f"{source}: must be at most {maximum:g}, got {value}")
     choices = f.metadata["choices"]
     if choices and out not in choices:
         raise ConfigError(f"{source}: must be one of {', '.join(choices)}, got {value!r}")

@@ -19,13 +19,17 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
+
+import orjson
 
 from stream_learner.errors import InvalidEvent
 
 Label = bool | int | float | str
 MAX_ABS = 1e15  # default bound on |number|: squares and sums of squares stay far from overflow
 Features = dict[str, float | int | str | bool]
+_INT64 = 2.0**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +94,7 @@ def decode_event(raw: bytes, source: Source, fields: FieldNames, task: str,
 
     ``null`` feature values mean "missing" and are dropped, as River expects.
     """
-    doc = _object(raw, max_bytes)
+    doc = _exact(_object(raw, max_bytes), raw, fields)
     if fields.x not in doc:
         raise InvalidEvent("missing_x", f"no {fields.x!r} field")
     x = _features(doc[fields.x], fields.x, max_abs)
@@ -126,7 +130,7 @@ class LateLabel:
 def decode_label(raw: bytes, source: Source, fields: FieldNames, task: str,
                  max_bytes: int = 1024 * 1024, max_abs: float = MAX_ABS) -> LateLabel:
     """A labels-topic message ``{"id": ..., "y": ...}``, validated like an event's label."""
-    doc = _object(raw, max_bytes)
+    doc = _exact(_object(raw, max_bytes), raw, fields)
     event_id = doc.get(fields.id)
     if event_id is None:
         raise InvalidEvent("missing_id", f"a label needs {fields.id!r}")
@@ -143,31 +147,54 @@ def _object(raw: bytes, max_bytes: int) -> dict[str, Any]:
     if len(raw) > max_bytes:
         raise InvalidEvent("too_large", f"{len(raw)} bytes > limit of {max_bytes}")
     try:
-        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        doc = _strict_loads(raw)
+    if not isinstance(doc, dict):
+        raise InvalidEvent("not_object", f"message is a JSON {type(doc).__name__}, not an object")
+    return doc
+
+
+def _strict_loads(raw: bytes) -> Any:
+    """What orjson refuses, the standard library reads again: it names the error precisely
+    (NaN, bad UTF-8, depth) and accepts what JSON allows and orjson does not (lone surrogates).
+    orjson reads everything else to the same values, but for integers beyond 64 bits, which it
+    reads as floats: see ``_exact``."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except UnicodeDecodeError as exc:
         raise InvalidEvent("not_utf8", str(exc)) from None
     except RecursionError:
         raise InvalidEvent("too_deep", "JSON nested too deeply") from None
     except ValueError as exc:  # JSONDecodeError
         raise InvalidEvent("invalid_json", str(exc)) from None
-    if not isinstance(doc, dict):
-        raise InvalidEvent("not_object", f"message is a JSON {type(doc).__name__}, not an object")
+
+
+def _exact(doc: dict[str, Any], raw: bytes, fields: FieldNames) -> dict[str, Any]:
+    """orjson reads an integer beyond 64 bits (a 128-bit id) as a float: read such a message
+    again with the standard library. Only the id and the label can tell; features and
+    timestamps are floats either way, and --max-abs-value (at most 1e18) rejects such a
+    number in the same words whatever its type."""
+    for value in (doc.get(fields.id), doc.get(fields.y)):
+        if type(value) is float and not -_INT64 <= value < 2 * _INT64:
+            return _strict_loads(raw)  # type: ignore[no-any-return]
     return doc
 
 
 def _features(x: Any, name: str, max_abs: float) -> Features:
     if not isinstance(x, dict):
         raise InvalidEvent("x_not_object", f"{name!r} is a JSON {type(x).__name__}, not an object")
-    out: Features = {}
+    missing = False
     for k, v in x.items():
-        if v is None:
-            continue
-        if isinstance(v, float | int) and not isinstance(v, bool):
-            _in_range(v, f"feature {k!r}", max_abs)
-        elif not isinstance(v, bool | str):
-            raise InvalidEvent("bad_feature", f"feature {k!r} is a {type(v).__name__}; {name!r} must be flat")
-        out[k] = v
-    return out
+        kind = type(v)  # a JSON parser's own types, never subclasses
+        if kind is float or kind is int:
+            if not -max_abs <= v <= max_abs:  # NaN fails too
+                _in_range(v, f"feature {k!r}", max_abs)
+        elif v is None:
+            missing = True
+        elif kind is not str and kind is not bool:
+            raise InvalidEvent("bad_feature", f"feature {k!r} is a {kind.__name__}; {name!r} must be flat")
+    return {k: v for k, v in x.items() if v is not None} if missing else x
 
 
 def check_label(y: Any, task: str, max_abs: float = MAX_ABS) -> Label | None:
@@ -194,7 +221,14 @@ def encode_prediction(event: Event, prediction: Label | None, proba: dict[Any, f
     }
     if proba is not None:
         doc["proba"] = {_class_key(c): p for c, p in proba.items()}
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=_number)
+
+
+def _number(value: Any) -> float:
+    """Numbers orjson does not know (a model's own numeric types) are written as floats."""
+    if isinstance(value, Real):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _class_key(c: Any) -> str:

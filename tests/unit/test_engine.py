@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
+from river import datasets, evaluate, linear_model, metrics, preprocessing, tree, utils
 
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import InvalidEvent, ModelSpecError
@@ -39,6 +39,33 @@ def test_prequential_metric_equals_progressive_val_score(spec, dataset, oracle_m
     mine = next(m for m in state.metrics.cumulative if type(m) is oracle_metric)
     assert mine.get() == expected.get()
     assert state.learned == len(list(dataset))
+
+
+@pytest.mark.parametrize(("spec", "dataset"), [
+    ("preprocessing.StandardScaler() | linear_model.LogisticRegression()", datasets.Phishing()),
+    ("tree.HoeffdingTreeClassifier()", datasets.ImageSegments()),
+    ("preprocessing.StandardScaler() | linear_model.LinearRegression()", datasets.TrumpApproval()),
+])
+def test_rolling_metrics_equal_rivers_rolling(spec: str, dataset: Any) -> None:
+    state = ModelState.fresh(spec, window=100)
+    engine = Engine(state, model_name="m", mode="learn")
+    oracle_model = build_model(spec)
+    oracles = [utils.Rolling(type(m), window_size=100) for m in state.metrics.cumulative]
+    for event in events(dataset):
+        engine.process(event)
+        if state.task == "regression":
+            y_pred, proba = oracle_model.predict_one(event.x), None
+        else:
+            proba = oracle_model.predict_proba_one(event.x)
+            y_pred = max(proba, key=proba.__getitem__) if proba else None
+        if y_pred is not None and (proba is None or proba):
+            for oracle in oracles:
+                wants_proba = proba is not None and not oracle.obj.requires_labels
+                oracle.update(event.y, proba if wants_proba else y_pred)
+        oracle_model.learn_one(event.x, event.y)
+    report = state.metrics.report(digits=9)
+    for oracle in oracles:
+        assert report[f"{type(oracle.obj).__name__}@100"] == pytest.approx(oracle.get(), rel=1e-9, abs=1e-9)
 
 
 def test_frozen_engine_never_learns() -> None:

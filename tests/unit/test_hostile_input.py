@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+from unittest import mock
 
-from hypothesis import HealthCheck, given, settings
+import orjson
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from stream_learner import events as events_module
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import InvalidEvent
 from stream_learner.events import FieldNames, Source, decode_event
@@ -86,3 +89,38 @@ def test_finite_but_huge_numbers_are_out_of_range(value: float) -> None:
             assert exc.reason == "out_of_range"
         else:
             raise AssertionError(f"{raw!r} was accepted")
+
+
+
+
+def typed(value: Any) -> Any:
+    """A value with the type of every scalar, since True == 1 == 1.0 in Python."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [typed(v) for v in value]
+    return (type(value), value)
+
+
+def outcome(raw: bytes, task: str, max_abs: float) -> Any:
+    try:
+        e = decode_event(raw, SRC, FieldNames(), task, max_bytes=64 * 1024, max_abs=max_abs)
+    except InvalidEvent as exc:
+        return exc.reason, str(exc)
+    return typed((e.id, e.key, e.ts, e.x, e.y))
+
+
+def refused(_raw: bytes) -> Any:
+    raise orjson.JSONDecodeError("refused", "", 0)
+
+
+@given(events, st.sampled_from(["binary", "multiclass", "regression"]), st.sampled_from([1e15, 1e18]))
+@example({"x": {"a": 1.0}, "id": 2**127 + 1, "y": 10**20}, "multiclass", 1e15)
+@example({"x": {"a": 2**70}, "y": -(2**70)}, "regression", 1e18)
+def test_the_fast_json_path_decodes_what_the_standard_library_decodes(
+        doc: dict[str, Any], task: str, max_abs: float) -> None:
+    raw = encode(doc)
+    fast = outcome(raw, task, max_abs)
+    with mock.patch.object(orjson, "loads", refused):  # every message read by the stdlib
+        strict = outcome(raw, task, max_abs)
+    assert fast == strict
