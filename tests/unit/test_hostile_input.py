@@ -12,7 +12,6 @@ import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from stream_learner import events as events_module
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import InvalidEvent
 from stream_learner.events import FieldNames, Source, decode_event
