@@ -232,4 +232,6 @@ def _number(value: Any) -> float:
 
 
 def _class_key(c: Any) -> str:
-    return json.dumps(c) if isinstance(c, bool) else str(c)
+    if c is True or c is False:
+        return "true" if c else "false"  # as JSON writes them
+    return str(c)
