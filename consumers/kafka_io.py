@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections import deque
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -86,7 +87,13 @@ def make_producer(settings: Settings, client_id: str = "stream-learner") -> Kafk
 
 
 class Publisher:
-    """Sends predictions and dead letters, and knows whether every send was acknowledged."""
+    """Sends predictions and dead letters, and knows which sends the broker has acknowledged.
+
+    Sends are numbered in order. ``reap`` takes the answered ones off the head of the queue,
+    in order, so after ``reap(upto=n)`` has returned 0 the first ``n`` sends are all answered,
+    ``published`` says where the predictions among them ended, and a failure among them is in
+    ``failures``. No callback runs on the producer's thread: nothing here is shared with it.
+    """
 
     def __init__(self, producer: KafkaProducer, settings: Settings,
                  dead_letters: dict[str, int] | None = None) -> None:
@@ -94,20 +101,15 @@ class Publisher:
         self.predictions_topic = settings.predictions_topic
         self.dead_letter_topic = settings.dead_letter_topic
         self.failures: list[str] = []
-        self.published: dict[int, int] = {}  # predictions partition -> next offset after our last ack
+        self.published: dict[int, int] = {}  # predictions partition -> next offset after the reaped
         self.dead_letters = {} if dead_letters is None else dead_letters  # reason -> count
-
-    def _on_error(self, exc: BaseException) -> None:
-        self.failures.append(f"{type(exc).__name__}: {exc}")
-
-    def _on_sent(self, metadata: Any) -> None:
-        if metadata.offset >= self.published.get(metadata.partition, 0):
-            self.published[metadata.partition] = metadata.offset + 1
+        self.sent = 0  # sends so far; the number of the next one
+        self.reaped = 0
+        self._unanswered: deque[Any] = deque()
 
     def prediction(self, key: str, value: bytes) -> None:
-        future = self.producer.send(self.predictions_topic, key=key.encode(), value=value)
-        future.add_callback(self._on_sent)
-        future.add_errback(self._on_error)
+        self._unanswered.append(self.producer.send(self.predictions_topic, key=key.encode(), value=value))
+        self.sent += 1
 
     def dead_letter(self, raw: bytes, error: InvalidEvent, source: Source) -> None:
         cause = error.__cause__ or error
@@ -121,18 +123,42 @@ class Publisher:
         ]
         self.dead_letters[error.reason] = self.dead_letters.get(error.reason, 0) + 1
         log.warning("dead letter %s: %s", source, error)
-        self.producer.send(self.dead_letter_topic, value=raw, headers=headers).add_errback(
-            self._on_error)
+        self._unanswered.append(self.producer.send(self.dead_letter_topic, value=raw, headers=headers))
+        self.sent += 1
 
-    def flush(self) -> None:
-        """Block until every send is acknowledged; ``PublishError`` if any was not."""
+    def reap(self, upto: int | None = None) -> int:
+        """Take answered sends off the head, up to send number ``upto`` (default: all);
+        return how many of those are still unanswered."""
+        limit = self.sent if upto is None else upto
+        queue = self._unanswered
+        while self.reaped < limit and queue[0].is_done:
+            future = queue.popleft()
+            self.reaped += 1
+            if future.failed():
+                exc = future.exception
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            meta = future.value
+            if meta.topic == self.predictions_topic and meta.offset >= self.published.get(meta.partition, 0):
+                self.published[meta.partition] = meta.offset + 1
+        return max(0, limit - self.reaped)
+
+    def check(self) -> None:
+        """``PublishError`` if a reaped send failed."""
+        if self.failures:
+            failed, self.failures = self.failures, []
+            raise PublishError(f"{len(failed)} sends were not acknowledged, first: {failed[0]}")
+
+    def flush(self, upto: int | None = None) -> None:
+        """Block until every send (or the first ``upto``) is answered; ``PublishError`` if one
+        was not acknowledged."""
         try:
             self.producer.flush(timeout=120)
         except KafkaError as exc:
             raise PublishError(f"producer flush failed: {exc}") from None
-        if self.failures:
-            failed, self.failures = self.failures, []
-            raise PublishError(f"{len(failed)} sends were not acknowledged, first: {failed[0]}")
+        if self.reap(upto):
+            raise PublishError("producer flush returned with sends unanswered")
+        self.check()
 
 
 def process_record(record: Any, engine: Engine, publisher: Publisher, fields: FieldNames,

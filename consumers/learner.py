@@ -1,10 +1,14 @@
 """The continually-learning consumer (``stream-learner learn``).
 
-Checkpoint protocol (docs/operations.md): flush the producer and check every send ->
+Checkpoint protocol (docs/operations.md): every send before the snapshot acknowledged ->
 write the signed checkpoint with the next offset of every partition, atomically and
 fenced -> commit those offsets to Kafka (for lag monitoring only). On start and on every
 assignment the consumer seeks to the checkpoint's offsets, so each labelled event is
 learned exactly once across crashes, and predictions are published at least once.
+
+Checkpoints during the run are written by a forked child (consumers/background_checkpoint.py):
+the loop stops for the fork, not for the flush, the pickling or the write. The first, the
+last and those at a rebalance are written in the loop, since nothing may happen meanwhile.
 
 Only the holder of the model's writer lease learns; another learner started for the same
 model waits as a standby and takes over when the lease expires or is released.
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
+import os
 import socket
 import threading
 import time
@@ -25,6 +29,7 @@ from typing import Any
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
 from consumers import crashpoints
+from consumers.background_checkpoint import BackgroundCheckpoint, Outcome
 from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, security_options
 from consumers.ordering import EventTimeMerge
 from stream_learner.checkpoint import CheckpointMeta, open_record, seal_record, tp_key
@@ -72,13 +77,26 @@ def configure_labels(state: ModelState, settings: Settings) -> None:
 
 
 @dataclass(frozen=True)
-class _Snapshot:
-    """The last state known good (the last checkpoint), to rewind to after a model error."""
+class _Plan:
+    """A checkpoint decided at one instant of the loop: what its header says of the stream."""
 
-    payload: bytes
+    version: int
     offsets: dict[str, int]
     events: int
     dead_letters: dict[str, int]
+    since: int  # events since the previous checkpoint
+    sends: int  # the sends made before it, which must all be acknowledged first
+    still_ahead: frozenset[tuple[str, int, int]]
+
+
+@dataclass
+class _InFlight:
+    """A checkpoint being written by a forked child."""
+
+    writer: BackgroundCheckpoint
+    plan: _Plan
+    reason: str
+    blocked: float  # seconds of the loop spent on it so far
 
 
 class _Rewind(Exception):
@@ -109,7 +127,7 @@ class Learner:
         self.renewed = 0.0
         self.version = 0
         self.token = 0
-        self.snapshot: _Snapshot | None = None
+        self.background: _InFlight | None = None
         self.listener_error: StreamLearnerError | None = None
         self.state: ModelState | None = None
         self.engine: Engine | None = None
@@ -147,25 +165,27 @@ class Learner:
     # -- state ------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Load the latest checkpoint or build a fresh model; remember it as the snapshot."""
+        """Load the latest checkpoint, or build a fresh model when there is none: at start,
+        and to rewind after a model error."""
         s = self.settings
         try:
             ckpt = open_record(self.store.load(s.model), signing_keys(s), s.allow_version_mismatch)
         except NoCheckpoint:
-            self.state = ModelState.fresh(s.model_spec, s.task, s.rolling_window)
+            state = ModelState.fresh(s.model_spec, s.task, s.rolling_window)
+            meta = CheckpointMeta(s.model, 0, {})
             log.info("model %s: no checkpoint, starting fresh from %s", s.model, s.start_from)
         else:
-            self.state, self.version = ckpt.state, ckpt.meta.version
-            self.offsets, self.events = dict(ckpt.meta.offsets), ckpt.meta.events
-            self.dead_letters = dict(ckpt.meta.dead_letters)
-            self.published = dict(ckpt.meta.published)
-            self.failures = ckpt.meta.checkpoint_failures
-            log.info("model %s: resumed v%d (%d learned) at %s", s.model, self.version,
-                     self.state.learned, self.offsets)
-        configure_labels(self.state, s)
-        payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
-        self.snapshot = _Snapshot(payload, dict(self.offsets), self.events, dict(self.dead_letters))
-        self.engine = Engine(self.state, model_name=s.model, mode="learn", version=self.version)
+            state, meta = ckpt.state, ckpt.meta
+            log.info("model %s: resumed v%d (%d learned) at %s", s.model, meta.version, state.learned,
+                     meta.offsets)
+        self.state, self.version = state, meta.version
+        self.offsets, self.events = dict(meta.offsets), meta.events
+        self.dead_letters.clear()  # the publisher counts into this very dict
+        self.dead_letters.update(meta.dead_letters)
+        self.published = dict(meta.published)
+        self.failures = meta.checkpoint_failures
+        configure_labels(state, s)
+        self.engine = Engine(state, model_name=s.model, mode="learn", version=self.version)
 
     def _reader(self) -> tuple[KafkaConsumer, list[TopicPartition]]:
         s = self.settings
@@ -247,6 +267,8 @@ class Learner:
                 self.consumer.subscribe(topics, listener=_Rebalance(self))
                 self.loop(stop)
             finally:
+                if self.background is not None:  # the loop failed: its child must not write
+                    self.background.writer.abort()
                 self.consumer.close(autocommit=False)
                 self.publisher.producer.close(timeout=10)
         finally:
@@ -279,8 +301,12 @@ class Learner:
             except _Rewind:
                 self.rewind()
                 continue
+            self.advance_checkpoint()
             if self.checkpoint_due():
-                self.checkpoint("interval")
+                if self.forks:
+                    self.start_checkpoint("interval")
+                else:
+                    self.checkpoint("interval")
         self.checkpoint("shutdown")
 
     def handle(self, record: Any) -> None:
@@ -323,16 +349,14 @@ class Learner:
         self.since_checkpoint += 1
 
     def rewind(self) -> None:
-        """Back to the snapshot; the poisoned event is dead-lettered when it comes round again."""
-        assert self.snapshot is not None and self.engine is not None and self.consumer is not None
-        snap = self.snapshot
-        self.state = pickle.loads(snap.payload)  # our own bytes, never left this process
-        self.engine.state = self.state
-        self.offsets, self.events = dict(snap.offsets), snap.events
-        self.dead_letters.clear()
-        self.dead_letters.update(snap.dead_letters)
+        """Back to the last checkpoint; the poisoned event is dead-lettered when it comes round
+        again."""
+        assert self.consumer is not None and self.merge is not None
+        self.finish_checkpoint()
+        failures = self.failures
+        self.restore()
+        self.failures = failures
         self.since_checkpoint = 0
-        assert self.merge is not None
         self.merge.clear()
         for tp in self.consumer.assignment():
             key = tp_key(tp.topic, tp.partition)
@@ -340,74 +364,153 @@ class Learner:
             if offset is not None:
                 self.consumer.seek(tp, offset)
 
-    def label_counts(self) -> dict[str, int]:
-        pending = self.state.pending if self.state else None
-        return {} if pending is None else {**pending.counts, "waiting": len(pending.entries)}
+    @property
+    def forks(self) -> bool:
+        """Whether checkpoints during the run are written by a forked child."""
+        return self.store.shared and hasattr(os, "fork")
 
     def checkpoint_due(self) -> bool:
         s, now = self.settings, time.monotonic()
-        if self.since_checkpoint == 0 or now < self.retry_at:
+        if self.since_checkpoint == 0 or now < self.retry_at or self.background is not None:
             return False
         return (self.since_checkpoint >= s.checkpoint_every
                 or now - self.last_checkpoint >= s.checkpoint_interval)
 
-    def checkpoint(self, reason: str, in_listener: bool = False, force: bool = False) -> None:
-        """Flush -> save (fenced, atomic) -> commit. A store outage is retried with backoff."""
-        assert self.state is not None and self.publisher is not None and self.consumer is not None
-        if self.since_checkpoint == 0 and not force:
-            return
-        started = time.perf_counter()
-        s = self.settings
-        self.publisher.flush()
-        if crashpoints.ARMED:
-            crashpoints.hit("after_flush")
-        version = self.version + 1
+    def plan(self) -> _Plan:
+        """The next checkpoint, as of now."""
+        assert self.publisher is not None
         # Predictions of events beyond this checkpoint's offsets that an earlier run published
         # (a restart interleaves partitions differently) must stay findable: until there are
         # none, the scan position for the next restart does not move.
-        still_ahead = {(t, p, o) for t, p, o in self.sent if o >= self.offsets.get(tp_key(t, p), 0)}
+        still_ahead = frozenset((t, p, o) for t, p, o in self.sent if o >= self.offsets.get(tp_key(t, p), 0))
+        return _Plan(self.version + 1, dict(self.offsets), self.events, dict(self.dead_letters),
+                     self.since_checkpoint, self.publisher.sent, still_ahead)
+
+    def meta(self, plan: _Plan) -> CheckpointMeta:
+        return CheckpointMeta(self.settings.model, plan.version, plan.offsets, events=plan.events,
+                              dead_letters=plan.dead_letters, checkpoint_failures=self.failures,
+                              token=self.token)
+
+    def published_as_of(self, plan: _Plan) -> dict[str, int]:
+        """The predictions topic's positions for the header, once the plan's sends are reaped."""
+        assert self.publisher is not None
         published = dict(self.published)
-        if not still_ahead:
-            published.update({tp_key(s.predictions_topic, p): o
-                              for p, o in self.publisher.published.items()})
-        meta = CheckpointMeta(s.model, version, dict(self.offsets), events=self.events,
-                              dead_letters=dict(self.dead_letters), published=published,
-                              checkpoint_failures=self.failures, token=self.token,
-                              labels=self.label_counts())
-        record = seal_record(self.state, meta, s.hmac_key_id, s.hmac_key.encode())
+        if not plan.still_ahead:
+            topic = self.settings.predictions_topic
+            published.update({tp_key(topic, p): o for p, o in self.publisher.published.items()})
+        return published
+
+    def checkpoint(self, reason: str, in_listener: bool = False, force: bool = False) -> None:
+        """In the loop: flush -> save (fenced, atomic) -> commit. A store outage is retried with
+        backoff; a checkpoint in the background is finished first."""
+        assert self.state is not None and self.publisher is not None
+        self.finish_checkpoint(in_listener)
+        if self.since_checkpoint == 0 and not force:
+            return
+        started = time.perf_counter()
+        plan = self.plan()
+        self.publisher.flush(plan.sends)
+        if crashpoints.ARMED:
+            crashpoints.hit("after_flush")
+        meta = self.meta(plan)
+        meta.published = self.published_as_of(plan)
+        record = seal_record(self.state, meta, self.settings.hmac_key_id, self.settings.hmac_key.encode())
         if crashpoints.ARMED:
             crashpoints.hit("during_checkpoint")
         try:
-            self.store.save(s.model, version, record, self.token, s.keep_versions)
+            self.store.save(self.settings.model, plan.version, record, self.token,
+                            self.settings.keep_versions)
         except StoreUnavailable as exc:
-            self.failures += 1
-            delay = min(RETRY_MAX, RETRY_MIN * 2 ** min(self.failures - 1, 10))
-            self.retry_at = time.monotonic() + delay
-            log.error("checkpoint v%d failed (%d failures so far), retrying in %.1f s: %s",
-                      version, self.failures, delay, exc)
+            self.failed(plan, exc)
             return
+        self.completed(plan, reason, meta.published, Outcome(len(record.payload), meta.metrics),
+                       time.perf_counter() - started, in_listener)
+
+    def start_checkpoint(self, reason: str) -> None:
+        """Fork the writer of the next checkpoint and go on; ``advance_checkpoint`` finishes it."""
+        assert self.state is not None
+        started = time.perf_counter()
+        plan = self.plan()
+        s = self.settings
+        writer = BackgroundCheckpoint.start(self.state, self.meta(plan), self.store, s.hmac_key_id,
+                                            s.hmac_key.encode(), s.keep_versions)
+        self.background = _InFlight(writer, plan, reason, time.perf_counter() - started)
+
+    def advance_checkpoint(self, block: bool = False, in_listener: bool = False) -> None:
+        """Reap acknowledged sends; release the writer once its sends are all acknowledged,
+        and take its outcome when it has one (``block``: wait for both)."""
+        assert self.publisher is not None
+        flight = self.background
+        if flight is None:
+            self.publisher.reap()  # keeps the queue of sends short between checkpoints
+            return
+        started = time.perf_counter()
+        writer, plan = flight.writer, flight.plan
+        try:
+            outcome = None
+            if not writer.released:
+                if block:
+                    self.publisher.flush(plan.sends)
+                elif self.publisher.reap(plan.sends):
+                    return
+                self.publisher.check()
+                if crashpoints.ARMED:
+                    crashpoints.hit("after_flush")
+                writer.release(self.published_as_of(plan))
+                if crashpoints.ARMED:
+                    crashpoints.hit("during_checkpoint")
+            outcome = writer.wait() if block else writer.poll()
+        except BaseException:
+            self.background = None
+            writer.abort()
+            raise
+        finally:
+            flight.blocked += time.perf_counter() - started
+        if outcome is None:
+            return
+        self.background = None
+        if isinstance(outcome.error, StoreUnavailable):
+            self.failed(plan, outcome.error)
+        elif outcome.error is not None:
+            raise outcome.error
+        else:
+            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked,
+                           in_listener)
+
+    def finish_checkpoint(self, in_listener: bool = False) -> None:
+        """Wait for the checkpoint in the background, if there is one."""
+        self.advance_checkpoint(block=True, in_listener=in_listener)
+
+    def failed(self, plan: _Plan, exc: StoreUnavailable) -> None:
+        self.failures += 1
+        delay = min(RETRY_MAX, RETRY_MIN * 2 ** min(self.failures - 1, 10))
+        self.retry_at = time.monotonic() + delay
+        log.error("checkpoint v%d failed (%d failures so far), retrying in %.1f s: %s",
+                  plan.version, self.failures, delay, exc)
+
+    def completed(self, plan: _Plan, reason: str, published: dict[str, int], outcome: Outcome,
+                  blocked: float, in_listener: bool = False) -> None:
+        """The plan is saved: it is the new rewind point, and Kafka may hear of its offsets."""
+        assert self.consumer is not None and self.engine is not None and self.state is not None
         if crashpoints.ARMED:
             crashpoints.hit("after_checkpoint")
-        self.version = version
-        assert self.engine is not None
-        self.engine.version = version
+        self.version = self.engine.version = plan.version
         self.published = published
-        self.snapshot = _Snapshot(record.payload, dict(self.offsets), self.events, dict(self.dead_letters))
-        self.first_seen.clear()
-        self.sent = still_ahead
+        covered = plan.offsets
+        self.first_seen = {k: o for k, o in self.first_seen.items() if k not in covered}
+        self.sent = {(t, p, o) for t, p, o in self.sent if o >= covered.get(tp_key(t, p), 0)}
         self.poisoned = {(t, p, o): e for (t, p, o), e in self.poisoned.items()
-                         if o >= self.offsets.get(tp_key(t, p), 0)}
-        self.since_checkpoint = 0
+                         if o >= covered.get(tp_key(t, p), 0)}
+        self.since_checkpoint -= plan.since
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
         assigned = self.consumer.assignment()
-        commit(self.consumer, {tp: self.offsets[tp_key(tp.topic, tp.partition)]
-                               for tp in assigned if tp_key(tp.topic, tp.partition) in self.offsets},
+        commit(self.consumer, {tp: covered[tp_key(tp.topic, tp.partition)]
+                               for tp in assigned if tp_key(tp.topic, tp.partition) in covered},
                in_listener=in_listener)
-        blocked = time.perf_counter() - started
         self.pauses.append(blocked)
-        log.info("checkpoint v%d (%s): %d events, %d learned, %d bytes, %.1f ms, metrics %s", version,
-                 reason, self.events, self.state.learned, len(record.payload), blocked * 1000, meta.metrics)
+        log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms, metrics %s",
+                 plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, outcome.metrics)
 
     def seek(self, partitions: list[TopicPartition]) -> None:
         """Position each assigned partition at the checkpoint's offset, or at start_from."""

@@ -99,6 +99,7 @@ class Predictor:
                 for records in batch.values():
                     for record in records:
                         self.handle(record)
+                self.publisher.reap()  # drop the acknowledged sends as they come
                 if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                     self.commit()
                 self.maybe_reload()

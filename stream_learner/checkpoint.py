@@ -93,15 +93,21 @@ def _mac(key: bytes, header: bytes, payload: bytes) -> str:
 
 def seal_record(state: ModelState, meta: CheckpointMeta, key_id: str, key: bytes) -> Record:
     """Pickle the state and sign it with the header; fills in the header's bookkeeping."""
+    describe(meta, state, key_id)
+    return seal_payload(meta, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), key)
+
+
+def describe(meta: CheckpointMeta, state: ModelState, key_id: str) -> None:
+    """Fill in what the header says about the state: counts, digest, metrics, versions."""
     meta.learned = state.learned
     meta.learned_digest = state.digest
     meta.metrics = state.metrics.report()
+    pending = state.pending
+    meta.labels = {} if pending is None else {**pending.counts, "waiting": len(pending.entries)}
     meta.spec, meta.task = state.spec, state.task
     meta.created_at = meta.created_at or time.time()
     meta.key_id = key_id
     meta.runtime = runtime_versions()
-    payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    return seal_payload(meta, payload, key)
 
 
 def seal_payload(meta: CheckpointMeta, payload: bytes, key: bytes) -> Record:

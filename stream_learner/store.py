@@ -45,6 +45,9 @@ MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024
 
 
 class ModelStore(Protocol):
+    # Whether another process (a forked checkpoint writer) sees the same store.
+    shared: bool
+
     def acquire(self, model: str, ttl: float, owner: str = "") -> int | None:
         """Take the writer lease if it is free or already ``owner``'s (a restart of the same
         instance): a new fencing token, else None."""
@@ -83,6 +86,8 @@ def _missing(model: str, version: int) -> str:
 
 class MemoryStore:
     """The in-memory twin of ``RedisStore``: same rules, no server."""
+
+    shared = False
 
     def __init__(self) -> None:
         self.records: dict[str, dict[int, Record]] = {}
@@ -184,7 +189,10 @@ return {'ok', version}
 
 
 class RedisStore:
-    """Checkpoints in Redis. Connects lazily: the constructor does no network I/O."""
+    """Checkpoints in Redis. Connects lazily: the constructor does no network I/O. A forked
+    child may use it: redis-py opens fresh connections in a new process."""
+
+    shared = True
 
     def __init__(self, url: str, prefix: str = "stream-learner", *, chunk_bytes: int = CHUNK_BYTES,
                  max_bytes: int = MAX_CHECKPOINT_BYTES, **client_options: Any) -> None:

@@ -285,14 +285,16 @@ class RedisServer:
                 self.kill()
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int = 1, timeout: float = 30.0) -> None:
-    """Create topics and wait until the broker reports all their partitions."""
+def create_topics(bootstrap: str, names: list[str], partitions: int = 1, timeout: float = 30.0,
+                  configs: dict[str, str] | None = None) -> None:
+    """Create topics (with topic ``configs``) and wait until the broker reports all their
+    partitions."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs or {}) for name in names])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             described = admin.describe_topics(names)

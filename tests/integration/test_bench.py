@@ -19,7 +19,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert 0 < results["service_vs_bound"] < 10
     assert results["additive_bound_eps"] < min(results["raw_river_eps"], results["bare_kafka_eps"])
     latency = results["latency"]
-    assert latency["samples"] > 0 and 0 < latency["p50_ms"] <= latency["p99_ms"]
+    assert latency["samples"] > 0 and 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     names = [c["name"] for c in results["checkpoints"]]
     assert names == ["logreg", "hoeffding_tree", "arf10"]
     for cost in results["checkpoints"]:

@@ -1,0 +1,109 @@
+"""The forked checkpoint writer on a real Redis: it saves the state as it was at the fork."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Callable
+
+from river import datasets
+
+from consumers.background_checkpoint import BackgroundCheckpoint
+from stream_learner.checkpoint import CheckpointMeta, open_record
+from stream_learner.engine import Engine, ModelState
+from stream_learner.errors import FencedError, StoreUnavailable
+from stream_learner.events import Event, Source
+from stream_learner.store import RedisStore
+from tools.localstack import RedisServer
+
+SPEC = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"
+KEYS = {"k": b"secret"}
+
+
+def trained(events: int) -> tuple[ModelState, Engine]:
+    state = ModelState.fresh(SPEC)
+    engine = Engine(state, model_name="m", mode="learn")
+    feed(engine, 0, events)
+    return state, engine
+
+
+def feed(engine: Engine, start: int, stop: int) -> None:
+    rows = list(datasets.Phishing())
+    for i in range(start, stop):
+        x, y = rows[i % len(rows)]
+        engine.process(Event(f"e-{i}", None, None, x, y, Source("t", 0, i)))
+
+
+def start(store: RedisStore, state: ModelState, token: int, version: int = 1) -> BackgroundCheckpoint:
+    meta = CheckpointMeta("m", version, {"t:0": state.learned}, events=state.learned, token=token)
+    return BackgroundCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3)
+
+
+def test_the_child_saves_the_state_of_the_fork_while_the_parent_learns_on(
+        redis_server: RedisServer, unique: Callable[[str], str]) -> None:
+    store = RedisStore(redis_server.url, unique("p"))
+    token = store.acquire("m", ttl=30)
+    assert token is not None
+    state, engine = trained(300)
+    at_fork = pickle.dumps(state)
+    oracle, _ = trained(300)
+    writer = start(store, state, token)
+    feed(engine, 300, 600)  # the loop goes on while the child pickles
+    writer.release({"predictions:0": 42})
+    outcome = writer.wait()
+    assert outcome.error is None and outcome.payload_bytes > 0
+    assert outcome.metrics is not None and outcome.metrics["Accuracy"] is not None
+
+    saved = open_record(store.load("m"), KEYS)
+    assert saved.meta.version == 1 and saved.meta.offsets == {"t:0": 300}
+    assert saved.meta.published == {"predictions:0": 42}
+    assert saved.state.learned == 300 and state.learned == 600
+    # the exact state of the fork, not the later one (both pickled after one round trip)
+    assert pickle.dumps(saved.state) == pickle.dumps(pickle.loads(at_fork))
+    assert saved.state.digest == oracle.digest
+    store.close()
+
+
+def test_an_aborted_child_writes_nothing_and_is_reaped(redis_server: RedisServer,
+                                                       unique: Callable[[str], str]) -> None:
+    store = RedisStore(redis_server.url, unique("p"))
+    token = store.acquire("m", ttl=30)
+    assert token is not None
+    state, _ = trained(50)
+    writer = start(store, state, token)
+    writer.abort()
+    assert writer.outcome is not None and writer.outcome.error is not None
+    assert store.latest_version("m") == 0
+    assert_reaped(writer.pid)
+    store.close()
+
+
+def test_a_child_of_a_learner_that_lost_its_lease_is_fenced(redis_server: RedisServer,
+                                                           unique: Callable[[str], str]) -> None:
+    store = RedisStore(redis_server.url, unique("p"))
+    token = store.acquire("m", ttl=30, owner="a")
+    assert token is not None
+    state, _ = trained(50)
+    writer = start(store, state, token)
+    assert store.acquire("m", ttl=30, owner="a") is not None  # a restart of "a" took over
+    writer.release({})
+    assert isinstance(writer.wait().error, FencedError)
+    assert store.latest_version("m") == 0
+    store.close()
+
+
+def test_a_store_outage_is_reported_as_such(unique: Callable[[str], str]) -> None:
+    store = RedisStore("redis://127.0.0.1:1/0", unique("p"), socket_connect_timeout=0.5)
+    state, _ = trained(50)
+    writer = start(store, state, token=1)
+    writer.release({})
+    assert isinstance(writer.wait().error, StoreUnavailable)
+    assert_reaped(writer.pid)
+
+
+def assert_reaped(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return
+    raise AssertionError(f"child {pid} was not reaped")
