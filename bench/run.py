@@ -182,7 +182,7 @@ def checkpoint_cost(settings: Settings, bootstrap: str, dataset: str, spec: str,
         time.sleep(0.1)
     halt.set()
     thread.join()
-    pauses = sorted(learner.pauses)[1:]  # the first is the initial empty checkpoint
+    pauses = [seconds for reason, seconds in learner.pauses if reason == "interval"]
     store = RedisStore(s.redis_url, s.key_prefix)
     size = len(store.load(s.model).payload)
     return {"model": spec, "events": count, "checkpoints": len(pauses), "bytes": size,

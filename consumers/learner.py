@@ -86,7 +86,7 @@ class _Plan:
     dead_letters: dict[str, int]
     since: int  # events since the previous checkpoint
     sends: int  # the sends made before it, which must all be acknowledged first
-    still_ahead: frozenset[tuple[str, int, int]]
+    still_ahead: bool  # predictions beyond its offsets are published already
 
 
 @dataclass
@@ -116,10 +116,14 @@ class Learner:
         self.events = 0
         self.dead_letters: dict[str, int] = {}  # carried across restarts by the checkpoint
         self.published: dict[str, int] = {}  # predictions tp_key -> next offset, as of the checkpoint
-        self.sent: set[tuple[str, int, int]] = set()  # events predicted since the checkpoint
+        # Predictions already published, which a replay must not publish again: this process's
+        # (it predicts each partition in order, so a position says it), and those found on the
+        # predictions topic at start, published by an earlier run after its checkpoint.
+        self.predicted: dict[str, int] = {}  # tp_key -> next offset after this process's last
+        self.recovered: set[tuple[str, int, int]] = set()
         self.poisoned: dict[tuple[str, int, int], InvalidEvent] = {}  # records the model raised on
         self.merge: EventTimeMerge | None = None
-        self.pauses: deque[float] = deque(maxlen=1000)  # seconds the loop spent in each checkpoint
+        self.pauses: deque[tuple[str, float]] = deque(maxlen=1000)  # (reason, seconds the loop spent)
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.failures = 0
@@ -227,9 +231,9 @@ class Learner:
                     if records and records[-1].offset + 1 >= pending.get(tp, 0):
                         pending.pop(tp, None)
                         reader.pause(tp)
-            if self.sent:
+            if self.recovered:
                 log.info("%d predictions after v%d are already published; a replay skips them",
-                         len(self.sent), self.version)
+                         len(self.recovered), self.version)
         finally:
             reader.close()
 
@@ -242,7 +246,7 @@ class Learner:
         if (doc.get("model") == self.settings.model and doc.get("mode") == "learn"
                 and topic == self.settings.events_topic
                 and int(offset) >= self.offsets.get(tp_key(topic, int(partition)), 0)):
-            self.sent.add((topic, int(partition), int(offset)))
+            self.recovered.add((topic, int(partition), int(offset)))
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -311,13 +315,14 @@ class Learner:
 
     def handle(self, record: Any) -> None:
         assert self.engine is not None and self.publisher is not None
-        where = (record.topic, record.partition, record.offset)
+        offset = record.offset
+        where = (record.topic, record.partition, offset)
         tpk = tp_key(record.topic, record.partition)
         if tpk not in self.offsets and tpk not in self.first_seen:
-            self.first_seen[tpk] = record.offset
-        source = Source(record.topic, record.partition, record.offset, record.timestamp)
+            self.first_seen[tpk] = offset
+        source = Source(record.topic, record.partition, offset, record.timestamp)
         raw = record.value or b""
-        poison = self.poisoned.get(where)
+        poison = self.poisoned.get(where) if self.poisoned else None
         try:
             if poison is not None:
                 raise poison
@@ -339,12 +344,13 @@ class Learner:
         else:
             if crashpoints.ARMED:
                 crashpoints.hit("after_predict")
-            if prediction is not None and where not in self.sent:
+            if (prediction is not None and offset >= self.predicted.get(tpk, 0)
+                    and not (self.recovered and where in self.recovered)):
                 self.publisher.prediction(event.key or event.id, prediction)
-                self.sent.add(where)
+                self.predicted[tpk] = offset + 1
                 if crashpoints.ARMED:
                     crashpoints.hit("after_publish")
-        self.offsets[tpk] = record.offset + 1
+        self.offsets[tpk] = offset + 1
         self.events += 1
         self.since_checkpoint += 1
 
@@ -382,7 +388,8 @@ class Learner:
         # Predictions of events beyond this checkpoint's offsets that an earlier run published
         # (a restart interleaves partitions differently) must stay findable: until there are
         # none, the scan position for the next restart does not move.
-        still_ahead = frozenset((t, p, o) for t, p, o in self.sent if o >= self.offsets.get(tp_key(t, p), 0))
+        still_ahead = (any(o > self.offsets.get(k, 0) for k, o in self.predicted.items())
+                       or any(o >= self.offsets.get(tp_key(t, p), 0) for t, p, o in self.recovered))
         return _Plan(self.version + 1, dict(self.offsets), self.events, dict(self.dead_letters),
                      self.since_checkpoint, self.publisher.sent, still_ahead)
 
@@ -400,11 +407,11 @@ class Learner:
             published.update({tp_key(topic, p): o for p, o in self.publisher.published.items()})
         return published
 
-    def checkpoint(self, reason: str, in_listener: bool = False, force: bool = False) -> None:
+    def checkpoint(self, reason: str, force: bool = False) -> None:
         """In the loop: flush -> save (fenced, atomic) -> commit. A store outage is retried with
         backoff; a checkpoint in the background is finished first."""
         assert self.state is not None and self.publisher is not None
-        self.finish_checkpoint(in_listener)
+        self.finish_checkpoint()
         if self.since_checkpoint == 0 and not force:
             return
         started = time.perf_counter()
@@ -424,7 +431,7 @@ class Learner:
             self.failed(plan, exc)
             return
         self.completed(plan, reason, meta.published, Outcome(len(record.payload), meta.metrics),
-                       time.perf_counter() - started, in_listener)
+                       time.perf_counter() - started)
 
     def start_checkpoint(self, reason: str) -> None:
         """Fork the writer of the next checkpoint and go on; ``advance_checkpoint`` finishes it."""
@@ -436,7 +443,7 @@ class Learner:
                                             s.hmac_key.encode(), s.keep_versions)
         self.background = _InFlight(writer, plan, reason, time.perf_counter() - started)
 
-    def advance_checkpoint(self, block: bool = False, in_listener: bool = False) -> None:
+    def advance_checkpoint(self, block: bool = False) -> None:
         """Reap acknowledged sends; release the writer once its sends are all acknowledged,
         and take its outcome when it has one (``block``: wait for both)."""
         assert self.publisher is not None
@@ -474,12 +481,11 @@ class Learner:
         elif outcome.error is not None:
             raise outcome.error
         else:
-            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked,
-                           in_listener)
+            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked)
 
-    def finish_checkpoint(self, in_listener: bool = False) -> None:
+    def finish_checkpoint(self) -> None:
         """Wait for the checkpoint in the background, if there is one."""
-        self.advance_checkpoint(block=True, in_listener=in_listener)
+        self.advance_checkpoint(block=True)
 
     def failed(self, plan: _Plan, exc: StoreUnavailable) -> None:
         self.failures += 1
@@ -489,7 +495,7 @@ class Learner:
                   plan.version, self.failures, delay, exc)
 
     def completed(self, plan: _Plan, reason: str, published: dict[str, int], outcome: Outcome,
-                  blocked: float, in_listener: bool = False) -> None:
+                  blocked: float) -> None:
         """The plan is saved: it is the new rewind point, and Kafka may hear of its offsets."""
         assert self.consumer is not None and self.engine is not None and self.state is not None
         if crashpoints.ARMED:
@@ -498,7 +504,7 @@ class Learner:
         self.published = published
         covered = plan.offsets
         self.first_seen = {k: o for k, o in self.first_seen.items() if k not in covered}
-        self.sent = {(t, p, o) for t, p, o in self.sent if o >= covered.get(tp_key(t, p), 0)}
+        self.recovered = {(t, p, o) for t, p, o in self.recovered if o >= covered.get(tp_key(t, p), 0)}
         self.poisoned = {(t, p, o): e for (t, p, o), e in self.poisoned.items()
                          if o >= covered.get(tp_key(t, p), 0)}
         self.since_checkpoint -= plan.since
@@ -507,8 +513,8 @@ class Learner:
         assigned = self.consumer.assignment()
         commit(self.consumer, {tp: covered[tp_key(tp.topic, tp.partition)]
                                for tp in assigned if tp_key(tp.topic, tp.partition) in covered},
-               in_listener=in_listener)
-        self.pauses.append(blocked)
+               wait=reason == "shutdown")
+        self.pauses.append((reason, blocked))
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms, metrics %s",
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, outcome.metrics)
 
@@ -543,7 +549,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             if crashpoints.ARMED:
                 crashpoints.hit("in_revocation")
             try:
-                self.learner.checkpoint("revocation", in_listener=True)
+                self.learner.checkpoint("revocation")
             except StreamLearnerError as exc:
                 self.learner.listener_error = exc
 

@@ -172,13 +172,26 @@ def _strict_loads(raw: bytes) -> Any:
 
 def _exact(doc: dict[str, Any], raw: bytes, fields: FieldNames) -> dict[str, Any]:
     """orjson reads an integer beyond 64 bits (a 128-bit id) as a float: read such a message
-    again with the standard library. Only the id and the label can tell; features and
-    timestamps are floats either way, and --max-abs-value (at most 1e18) rejects such a
-    number in the same words whatever its type."""
-    for value in (doc.get(fields.id), doc.get(fields.y)):
-        if type(value) is float and not -_INT64 <= value < 2 * _INT64:
-            return _strict_loads(raw)  # type: ignore[no-any-return]
+    again with the standard library. Only the id, the label (whose errors quote it) and a
+    scalar in place of the features can tell; a feature or timestamp is a float either way,
+    and --max-abs-value (at most 1e18) rejects such a number in the same words whatever its
+    type."""
+    x = doc.get(fields.x)
+    if _rounded(doc.get(fields.id)) or _rounded(doc.get(fields.y)) or (type(x) is float and _rounded(x)):
+        return _strict_loads(raw)  # type: ignore[no-any-return]
     return doc
+
+
+def _rounded(value: Any) -> bool:
+    """Whether orjson may have read an integer literal as this float, or one inside it."""
+    kind = type(value)
+    if kind is float:
+        return not -_INT64 < value < 2 * _INT64  # orjson's ints span [-2**63, 2**64)
+    if kind is list:
+        return any(_rounded(v) for v in value)
+    if kind is dict:
+        return any(_rounded(v) for v in value.values())
+    return False
 
 
 def _features(x: Any, name: str, max_abs: float) -> Features:

@@ -130,6 +130,11 @@ class InThread:
         except BaseException as exc:
             self.error = exc
 
+    def check(self) -> None:
+        """Raise what ended the component early, so a wait fails with the cause."""
+        if self.error is not None and not self.thread.is_alive():
+            raise AssertionError(f"{type(self.component).__name__} died") from self.error
+
     def stop(self, timeout: float = 60.0) -> None:
         self.stop_event.set()
         self.thread.join(timeout)

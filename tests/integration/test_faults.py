@@ -103,6 +103,7 @@ def test_broker_sigkill_under_a_learner_and_a_predictor(
         everyone = {f"e-{i}" for i in range(len(rows))}
 
         def served() -> bool:
+            serving.check()
             return {m.json()["id"] for m in read_all(broker.bootstrap, serve.predictions_topic)} == everyone
 
         wait_for("a frozen prediction for every event", served, timeout=120, every=0.5)
