@@ -11,7 +11,7 @@ from bench.run import main
 def test_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     assert main(["--events", "3000", "--checkpoint-events", "600", "--latency-seconds", "2",
-                 "--out", str(out)]) == 0
+                 "--latency-warmup", "0.5", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     for key in ("raw_river_eps", "bare_kafka_eps", "service_eps", "additive_bound_eps",
                 "frozen_1_eps", "frozen_2_eps"):
