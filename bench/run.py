@@ -163,29 +163,25 @@ def events_per_second(first: float, last: float, count: int) -> float:
 
 
 def checkpoint_cost(settings: Settings, bootstrap: str, dataset: str, spec: str, count: int,
-                    every: int) -> dict[str, Any]:
-    """Run a learner in-process over ``count`` events, checkpointing every ``every``."""
-    from consumers.learner import Learner
-    from stream_learner.store import RedisStore
-
+                    every: int, workdir: Path) -> dict[str, Any]:
+    """Run ``stream-learner learn`` over ``count`` events, checkpointing every ``every``, and
+    read what each checkpoint during the run cost from its log."""
     topic = f"bench.ckpt.{abs(hash(spec)) % 10**8}.{time.time_ns()}"
-    create_topics(bootstrap, [topic])
+    create_topics(bootstrap, [topic, topic + ".out"])
     produce(bootstrap, topic, dataset_events(dataset, count))
     s = Settings(**{**vars(settings), "events_topic": topic, "model": topic, "model_spec": spec,
                     "predictions_topic": topic + ".out", "checkpoint_every": every,
                     "checkpoint_interval": 3600.0})
-    learner = Learner(s, RedisStore(s.redis_url, s.key_prefix))
-    halt = threading.Event()
-    thread = threading.Thread(target=learner.run, args=(halt,))
-    thread.start()
-    while learner.events < count and thread.is_alive():
-        time.sleep(0.1)
-    halt.set()
-    thread.join()
-    pauses = [seconds for reason, seconds in learner.pauses if reason == "interval"]
-    store = RedisStore(s.redis_url, s.key_prefix)
-    size = len(store.load(s.model).payload)
-    return {"model": spec, "events": count, "checkpoints": len(pauses), "bytes": size,
+    log = workdir / f"{topic}.log"
+    learner = spawn("learn", s, log)
+    output_span(bootstrap, s.predictions_topic, count)
+    stop(learner)
+    lines = re.findall(r"\(interval\): \d+ events, (\d+) bytes, loop blocked ([\d.]+) ms",
+                       log.read_text(errors="replace"))
+    if not lines:
+        raise SystemExit(f"bench: no checkpoint during the run in {log}")
+    pauses = [float(ms) / 1000 for _, ms in lines]
+    return {"model": spec, "events": count, "checkpoints": len(pauses), "bytes": int(lines[-1][0]),
             "blocked_ms_p50": round(1000 * statistics.median(pauses), 2),
             "blocked_ms_p99": round(1000 * _quantile(pauses, 0.99), 2)}
 
@@ -341,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="Phishing", help="bundled River dataset")
     parser.add_argument("--events", type=int, default=200_000, help="events, the dataset repeated")
     parser.add_argument("--checkpoint-events", type=int, default=5000,
-                        help="events per model in the checkpoint-cost runs (ARF runs a tenth)")
+                        help="events per model in the checkpoint-cost runs (a checkpoint every tenth)")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="measured, after the warm-up")
     parser.add_argument("--latency-warmup", type=float, default=2.0, help="seconds not measured")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
@@ -401,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
 
             costs = []
             for name, spec in CHECKPOINT_MODELS.items():
-                count = args.checkpoint_events // (10 if name == "arf10" else 1)
-                cost = checkpoint_cost(base, bootstrap, args.dataset, spec, count, max(1, count // 5))
+                count = args.checkpoint_events
+                cost = checkpoint_cost(base, bootstrap, args.dataset, spec, count, max(1, count // 10), work)
                 costs.append({"name": name, **cost})
                 print(f"  checkpoint {name:15s} {cost['bytes']:10d} bytes, loop blocked p50 "
                       f"{cost['blocked_ms_p50']} ms, p99 {cost['blocked_ms_p99']} ms", flush=True)

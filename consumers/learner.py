@@ -22,7 +22,6 @@ import os
 import socket
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +122,6 @@ class Learner:
         self.recovered: set[tuple[str, int, int]] = set()
         self.poisoned: dict[tuple[str, int, int], InvalidEvent] = {}  # records the model raised on
         self.merge: EventTimeMerge | None = None
-        self.pauses: deque[tuple[str, float]] = deque(maxlen=1000)  # (reason, seconds the loop spent)
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.failures = 0
@@ -514,7 +512,6 @@ class Learner:
         commit(self.consumer, {tp: covered[tp_key(tp.topic, tp.partition)]
                                for tp in assigned if tp_key(tp.topic, tp.partition) in covered},
                wait=reason == "shutdown")
-        self.pauses.append((reason, blocked))
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms, metrics %s",
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, outcome.metrics)
 
