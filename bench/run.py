@@ -20,6 +20,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import pickle
 import platform
 import re
 import signal
@@ -183,7 +184,21 @@ def checkpoint_cost(settings: Settings, bootstrap: str, dataset: str, spec: str,
     pauses = [float(ms) / 1000 for _, ms in lines]
     return {"model": spec, "events": count, "checkpoints": len(pauses), "bytes": int(lines[-1][0]),
             "blocked_ms_p50": round(1000 * statistics.median(pauses), 2),
-            "blocked_ms_p99": round(1000 * _quantile(pauses, 0.99), 2)}
+            "blocked_ms_p99": round(1000 * _quantile(pauses, 0.99), 2),
+            "pickle_ms": round(1000 * pickle_seconds(s), 2)}
+
+
+def pickle_seconds(settings: Settings) -> float:
+    """How long pickling the final state takes: what an inline checkpoint would block for."""
+    from stream_learner.checkpoint import open_record
+    from stream_learner.store import RedisStore
+
+    store = RedisStore(settings.redis_url, settings.key_prefix)
+    state = open_record(store.load(settings.model), {settings.hmac_key_id: settings.hmac_key.encode()}).state
+    store.close()
+    start = time.perf_counter()
+    pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    return time.perf_counter() - start
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -401,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 cost = checkpoint_cost(base, bootstrap, args.dataset, spec, count, max(1, count // 10), work)
                 costs.append({"name": name, **cost})
                 print(f"  checkpoint {name:15s} {cost['bytes']:10d} bytes, loop blocked p50 "
-                      f"{cost['blocked_ms_p50']} ms, p99 {cost['blocked_ms_p99']} ms", flush=True)
+                      f"{cost['blocked_ms_p50']} ms, p99 {cost['blocked_ms_p99']} ms "
+                      f"(pickling alone: {cost['pickle_ms']} ms)", flush=True)
 
             rec = recovery(base, bootstrap, args.dataset, work)
             print(f"  recovery after SIGKILL    {rec['total_s']} s ({rec})", flush=True)

@@ -176,16 +176,18 @@ def process_record(record: Any, engine: Engine, publisher: Publisher, fields: Fi
         publisher.prediction(event.key or event.id, prediction)
 
 
-def commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int], *, wait: bool = False) -> None:
+def commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int], *, in_listener: bool = False) -> None:
     """Commit offsets to Kafka; a failure only logs (the next commit covers it).
 
-    Asynchronous unless ``wait``: the loop does not stop for the round trip, and a rebalance
-    listener, which runs on kafka-python's IO thread, must not block on it.
+    A rebalance listener runs on kafka-python's IO thread, where a blocking commit is
+    refused: there the commit is sent asynchronously, ahead of the group leave or rejoin.
+    Elsewhere it is synchronous: an asynchronous commit still in flight when the group
+    rebalances or the coordinator moves can hold the consumer up.
     """
     if not offsets:
         return
     payload = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-    if not wait:
+    if in_listener:
         consumer.commit_async(payload, callback=_log_commit_failure)
         return
     try:

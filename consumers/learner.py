@@ -405,11 +405,11 @@ class Learner:
             published.update({tp_key(topic, p): o for p, o in self.publisher.published.items()})
         return published
 
-    def checkpoint(self, reason: str, force: bool = False) -> None:
+    def checkpoint(self, reason: str, in_listener: bool = False, force: bool = False) -> None:
         """In the loop: flush -> save (fenced, atomic) -> commit. A store outage is retried with
         backoff; a checkpoint in the background is finished first."""
         assert self.state is not None and self.publisher is not None
-        self.finish_checkpoint()
+        self.finish_checkpoint(in_listener)
         if self.since_checkpoint == 0 and not force:
             return
         started = time.perf_counter()
@@ -429,7 +429,7 @@ class Learner:
             self.failed(plan, exc)
             return
         self.completed(plan, reason, meta.published, Outcome(len(record.payload), meta.metrics),
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, in_listener)
 
     def start_checkpoint(self, reason: str) -> None:
         """Fork the writer of the next checkpoint and go on; ``advance_checkpoint`` finishes it."""
@@ -441,7 +441,7 @@ class Learner:
                                             s.hmac_key.encode(), s.keep_versions)
         self.background = _InFlight(writer, plan, reason, time.perf_counter() - started)
 
-    def advance_checkpoint(self, block: bool = False) -> None:
+    def advance_checkpoint(self, block: bool = False, in_listener: bool = False) -> None:
         """Reap acknowledged sends; release the writer once its sends are all acknowledged,
         and take its outcome when it has one (``block``: wait for both)."""
         assert self.publisher is not None
@@ -479,11 +479,12 @@ class Learner:
         elif outcome.error is not None:
             raise outcome.error
         else:
-            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked)
+            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked,
+                           in_listener)
 
-    def finish_checkpoint(self) -> None:
+    def finish_checkpoint(self, in_listener: bool = False) -> None:
         """Wait for the checkpoint in the background, if there is one."""
-        self.advance_checkpoint(block=True)
+        self.advance_checkpoint(block=True, in_listener=in_listener)
 
     def failed(self, plan: _Plan, exc: StoreUnavailable) -> None:
         self.failures += 1
@@ -493,7 +494,7 @@ class Learner:
                   plan.version, self.failures, delay, exc)
 
     def completed(self, plan: _Plan, reason: str, published: dict[str, int], outcome: Outcome,
-                  blocked: float) -> None:
+                  blocked: float, in_listener: bool = False) -> None:
         """The plan is saved: it is the new rewind point, and Kafka may hear of its offsets."""
         assert self.consumer is not None and self.engine is not None and self.state is not None
         if crashpoints.ARMED:
@@ -511,7 +512,7 @@ class Learner:
         assigned = self.consumer.assignment()
         commit(self.consumer, {tp: covered[tp_key(tp.topic, tp.partition)]
                                for tp in assigned if tp_key(tp.topic, tp.partition) in covered},
-               wait=reason == "shutdown")
+               in_listener=in_listener)
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms, metrics %s",
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, outcome.metrics)
 
@@ -546,7 +547,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             if crashpoints.ARMED:
                 crashpoints.hit("in_revocation")
             try:
-                self.learner.checkpoint("revocation")
+                self.learner.checkpoint("revocation", in_listener=True)
             except StreamLearnerError as exc:
                 self.learner.listener_error = exc
 

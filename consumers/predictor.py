@@ -103,7 +103,7 @@ class Predictor:
                 if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                     self.commit()
                 self.maybe_reload()
-            self.commit(wait=True)
+            self.commit()
         finally:
             self.consumer.close(autocommit=False)
             self.publisher.producer.close(timeout=10)
@@ -113,12 +113,13 @@ class Predictor:
         process_record(record, self.engine, self.publisher, self.fields, self.settings)
         self.positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
 
-    def commit(self, wait: bool = False) -> None:
+    def commit(self, in_listener: bool = False) -> None:
         """Flush, then commit what was published: at-least-once predictions."""
         assert self.publisher is not None and self.consumer is not None
         self.publisher.flush()
         assigned = self.consumer.assignment()
-        commit(self.consumer, {tp: o for tp, o in self.positions.items() if tp in assigned}, wait=wait)
+        commit(self.consumer, {tp: o for tp, o in self.positions.items() if tp in assigned},
+               in_listener=in_listener)
         self.last_commit = time.monotonic()
 
 
@@ -128,7 +129,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if revoked:
-            self.predictor.commit()
+            self.predictor.commit(in_listener=True)
             for tp in revoked:
                 self.predictor.positions.pop(tp, None)
 
