@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-events", type=int, default=5000,
                         help="events per model in the checkpoint-cost runs (a checkpoint every tenth)")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="measured, after the warm-up")
-    parser.add_argument("--latency-warmup", type=float, default=2.0, help="seconds not measured")
+    parser.add_argument("--latency-warmup", type=float, default=3.0, help="seconds not measured")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
 

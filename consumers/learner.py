@@ -509,10 +509,12 @@ class Learner:
         self.since_checkpoint -= plan.since
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
+        started = time.perf_counter()
         assigned = self.consumer.assignment()
         commit(self.consumer, {tp: covered[tp_key(tp.topic, tp.partition)]
                                for tp in assigned if tp_key(tp.topic, tp.partition) in covered},
                in_listener=in_listener)
+        blocked += time.perf_counter() - started
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms, metrics %s",
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, outcome.metrics)
 
