@@ -130,8 +130,9 @@ class Settings:
 
     # Consumer loop
     max_poll_records: int = _opt(500, "Records per poll batch.", minimum=1, modes="learn serve")
-    commit_interval: float = _opt(5.0, "Seconds between offset commits of the frozen predictor.",
-                                  minimum=0.01, modes="serve")
+    commit_interval: float = _opt(5.0, "Seconds between offset commits to Kafka (a learner's are for "
+                                  "lag monitoring only, and also made at revocation and shutdown).",
+                                  minimum=0.01, modes="learn serve")
 
     def consumer_group(self, mode: str) -> str:
         return self.group_id or f"stream-learner.{self.model}.{mode}"
