@@ -351,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=CHECKPOINT_MODELS["logreg"], help="River spec of the model")
     parser.add_argument("--dataset", default="Phishing", help="bundled River dataset")
     parser.add_argument("--events", type=int, default=200_000, help="events, the dataset repeated")
-    parser.add_argument("--checkpoint-events", type=int, default=5000,
-                        help="events per model in the checkpoint-cost runs (a checkpoint every tenth)")
+    parser.add_argument("--checkpoint-events", type=int, default=10_000,
+                        help="events per model in the checkpoint-cost runs (a checkpoint every twentieth)")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="measured, after the warm-up")
     parser.add_argument("--latency-warmup", type=float, default=3.0, help="seconds not measured")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
@@ -413,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             costs = []
             for name, spec in CHECKPOINT_MODELS.items():
                 count = args.checkpoint_events
-                cost = checkpoint_cost(base, bootstrap, args.dataset, spec, count, max(1, count // 10), work)
+                cost = checkpoint_cost(base, bootstrap, args.dataset, spec, count, max(1, count // 20), work)
                 costs.append({"name": name, **cost})
                 print(f"  checkpoint {name:15s} {cost['bytes']:10d} bytes, loop blocked p50 "
                       f"{cost['blocked_ms_p50']} ms, p99 {cost['blocked_ms_p99']} ms "
