@@ -57,18 +57,26 @@ class EventTimeMerge:
                     self.buffered -= 1
                     yield buf.popleft()
             return
+        # Positions move only inside poll(): whether an empty partition lags is asked once per
+        # drain, and again only of a partition this drain empties.
+        lagging = any(self._lagging(tp) for tp in assigned if not self.buffers.get(tp))
         while True:
             ready = [tp for tp, buf in self.buffers.items() if buf]
             if not ready:
                 return
-            empty = [tp for tp in assigned if not self.buffers.get(tp)]
-            # Past max_buffered, memory wins over order: go on without the laggard.
-            if empty and not self.full and any(self._lagging(tp) for tp in empty):
+            # Past max_wait, or past max_buffered (memory wins over order), go on without the
+            # laggard until it catches up.
+            if lagging and not self.full:
                 now = time.monotonic()
                 self.waiting_since = self.waiting_since or now
                 if now - self.waiting_since < self.max_wait:
                     return
-            self.waiting_since = None
+            else:
+                self.waiting_since = None
             tp = min(ready, key=lambda t: (self.buffers[t][0].timestamp, t.topic, t.partition))
+            buf = self.buffers[tp]
             self.buffered -= 1
-            yield self.buffers[tp].popleft()
+            record = buf.popleft()
+            if not buf:
+                lagging = lagging or self._lagging(tp)
+            yield record
