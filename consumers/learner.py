@@ -186,7 +186,7 @@ class Learner:
         self.dead_letters.clear()  # the publisher counts into this very dict
         self.dead_letters.update(meta.dead_letters)
         self.published = dict(meta.published)
-        self.failures = meta.checkpoint_failures
+        self.failures = max(self.failures, meta.checkpoint_failures)  # a rewind keeps its own count
         configure_labels(state, s)
         self.engine = Engine(state, model_name=s.model, mode="learn", version=self.version)
 
@@ -358,9 +358,7 @@ class Learner:
         again."""
         assert self.consumer is not None and self.merge is not None
         self.finish_checkpoint()
-        failures = self.failures
         self.restore()
-        self.failures = failures
         self.since_checkpoint = 0
         self.merge.clear()
         for tp in self.consumer.assignment():
