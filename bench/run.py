@@ -190,11 +190,12 @@ def checkpoint_cost(settings: Settings, bootstrap: str, dataset: str, spec: str,
 
 def pickle_seconds(settings: Settings) -> float:
     """How long pickling the final state takes: what an inline checkpoint would block for."""
+    from consumers.learner import signing_keys
     from stream_learner.checkpoint import open_record
     from stream_learner.store import RedisStore
 
     store = RedisStore(settings.redis_url, settings.key_prefix)
-    state = open_record(store.load(settings.model), {settings.hmac_key_id: settings.hmac_key.encode()}).state
+    state = open_record(store.load(settings.model), signing_keys(settings)).state
     store.close()
     start = time.perf_counter()
     pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
@@ -264,10 +265,10 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     stop(learner)
     if any(r.timestamp_type != 1 for r in predictions):
         raise SystemExit(f"bench: {s.predictions_topic} is not stamped with LogAppendTime")
-    warm = {doc["id"] for doc in map(json.loads, dataset_events(dataset, int(rate * warmup)))}
-    sent = {json.loads(r.value)["id"]: r.timestamp for r in events}
+    events.sort(key=lambda r: r.offset)  # one partition: the order they were offered in
+    sent = {json.loads(r.value)["id"]: r.timestamp for r in events[int(rate * warmup):]}
     arrived = {json.loads(r.value)["id"]: r.timestamp for r in predictions}
-    delays = sorted((arrived[i] - sent[i]) / 1000 for i in sent if i not in warm)
+    delays = sorted((arrived[i] - t) / 1000 for i, t in sent.items())
     return {"offered_eps": round(rate), "warmup_s": warmup, "samples": len(delays),
             "p50_ms": round(1000 * statistics.median(delays), 2),
             "p99_ms": round(1000 * _quantile(delays, 0.99), 2),
