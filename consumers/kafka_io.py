@@ -43,7 +43,7 @@ def security_options(settings: Settings) -> dict[str, Any]:
 
 def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
     try:
-        return KafkaConsumer(
+        consumer = KafkaConsumer(
             bootstrap_servers=settings.bootstrap_servers.split(","),
             group_id=settings.consumer_group(mode),
             enable_auto_commit=False,
@@ -58,6 +58,29 @@ def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
         )
     except KafkaError as exc:
         raise StreamLearnerError(f"--bootstrap-servers {settings.bootstrap_servers}: {exc}") from None
+    _keep_rejoin_until_joined(consumer)
+    return consumer
+
+
+def _keep_rejoin_until_joined(consumer: KafkaConsumer) -> None:
+    """Make a rejoin caused by new partitions last until the join completes.
+
+    kafka-python (3.0.12) rejoins when the partitions it assigned as leader differ from the
+    metadata, and stops wanting to once it has assigned again, before its SyncGroup returns. A
+    poll that times out in between leaves the join unfinished for good: the leader keeps its
+    place in the group with no partitions. Every other reason to rejoin stays set until the
+    join completes; this makes that one do the same.
+    """
+    coordinator = consumer._coordinator
+    wants_rejoin = coordinator.need_rejoin
+
+    def need_rejoin() -> bool:
+        if wants_rejoin():
+            coordinator.request_rejoin()  # cleared by kafka-python once the join completes
+            return True
+        return False
+
+    coordinator.need_rejoin = need_rejoin
 
 
 class KeyPartitioner(DefaultPartitioner):  # type: ignore[misc]
