@@ -125,6 +125,7 @@ class Learner:
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_commit = 0.0
+        self.committable: dict[str, int] = {}  # the last checkpoint's offsets, for Kafka to hear of
         self.failures = 0
         self.retry_at = 0.0
         self.renewed = 0.0
@@ -305,12 +306,15 @@ class Learner:
                 self.rewind()
                 continue
             self.advance_checkpoint()
+            if time.monotonic() - self.last_commit >= self.settings.commit_interval:
+                self.commit_offsets()
             if self.checkpoint_due():
                 if self.forks:
                     self.start_checkpoint("interval")
                 else:
                     self.checkpoint("interval")
         self.checkpoint("shutdown")
+        self.commit_offsets()
 
     def handle(self, record: Any) -> None:
         assert self.engine is not None and self.publisher is not None
@@ -404,11 +408,11 @@ class Learner:
             published.update({tp_key(topic, p): o for p, o in self.publisher.published.items()})
         return published
 
-    def checkpoint(self, reason: str, in_listener: bool = False, force: bool = False) -> None:
-        """In the loop: flush -> save (fenced, atomic) -> commit. A store outage is retried with
-        backoff; a checkpoint in the background is finished first."""
+    def checkpoint(self, reason: str, force: bool = False) -> None:
+        """In the loop: flush -> save (fenced, atomic); ``commit_offsets`` tells Kafka later. A
+        store outage is retried with backoff; a checkpoint in the background is finished first."""
         assert self.state is not None and self.publisher is not None
-        self.finish_checkpoint(in_listener)
+        self.finish_checkpoint()
         if self.since_checkpoint == 0 and not force:
             return
         started = time.perf_counter()
@@ -428,7 +432,7 @@ class Learner:
             self.failed(plan, exc)
             return
         self.completed(plan, reason, meta.published, Outcome(len(record.payload), meta.metrics),
-                       time.perf_counter() - started, in_listener)
+                       time.perf_counter() - started)
 
     def start_checkpoint(self, reason: str) -> None:
         """Fork the writer of the next checkpoint and go on; ``advance_checkpoint`` finishes it."""
@@ -440,7 +444,7 @@ class Learner:
                                             s.hmac_key.encode(), s.keep_versions)
         self.background = _InFlight(writer, plan, reason, time.perf_counter() - started)
 
-    def advance_checkpoint(self, block: bool = False, in_listener: bool = False) -> None:
+    def advance_checkpoint(self, block: bool = False) -> None:
         """Reap acknowledged sends; release the writer once its sends are all acknowledged,
         and take its outcome when it has one (``block``: wait for both)."""
         assert self.publisher is not None
@@ -448,15 +452,17 @@ class Learner:
         if flight is None:
             self.publisher.reap()  # keeps the queue of sends short between checkpoints
             return
-        started = time.perf_counter()
         writer, plan = flight.writer, flight.plan
+        # Reaping acknowledgements is the loop's work with or without a checkpoint: the pause
+        # counted is the hand-off to the writer and the taking of its outcome.
+        if not writer.released and not block and self.publisher.reap(plan.sends):
+            return
+        started = time.perf_counter()
         try:
             outcome = None
             if not writer.released:
                 if block:
                     self.publisher.flush(plan.sends)
-                elif self.publisher.reap(plan.sends):
-                    return
                 self.publisher.check()
                 if crashpoints.ARMED:
                     crashpoints.hit("after_flush")
@@ -478,12 +484,11 @@ class Learner:
         elif outcome.error is not None:
             raise outcome.error
         else:
-            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked,
-                           in_listener)
+            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked)
 
-    def finish_checkpoint(self, in_listener: bool = False) -> None:
+    def finish_checkpoint(self) -> None:
         """Wait for the checkpoint in the background, if there is one."""
-        self.advance_checkpoint(block=True, in_listener=in_listener)
+        self.advance_checkpoint(block=True)
 
     def failed(self, plan: _Plan, exc: StoreUnavailable) -> None:
         self.failures += 1
@@ -493,10 +498,9 @@ class Learner:
                   plan.version, self.failures, delay, exc)
 
     def completed(self, plan: _Plan, reason: str, published: dict[str, int], outcome: Outcome,
-                  blocked: float, in_listener: bool = False) -> None:
+                  blocked: float) -> None:
         """The plan is saved: it is the new rewind point, and Kafka may hear of its offsets."""
         assert self.consumer is not None and self.engine is not None and self.state is not None
-        s = self.settings
         if crashpoints.ARMED:
             crashpoints.hit("after_checkpoint")
         self.version = self.engine.version = plan.version
@@ -509,19 +513,23 @@ class Learner:
         self.since_checkpoint -= plan.since
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
-        # The commit (a round trip to the group coordinator, ~10 ms) only feeds lag monitoring:
-        # the loop pays for it every --commit-interval, and when partitions leave it.
-        due = self.last_checkpoint - self.last_commit >= s.commit_interval
-        if in_listener or reason == "shutdown" or due:
-            started = time.perf_counter()
-            assigned = self.consumer.assignment()
-            commit(self.consumer, {tp: covered[tp_key(tp.topic, tp.partition)]
-                                   for tp in assigned if tp_key(tp.topic, tp.partition) in covered},
-                   in_listener=in_listener)
-            self.last_commit = self.last_checkpoint
-            blocked += time.perf_counter() - started
+        self.committable = covered
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms, metrics %s",
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, outcome.metrics)
+
+    def commit_offsets(self, in_listener: bool = False) -> None:
+        """Tell Kafka the last checkpoint's offsets, if it has not heard of them. They only feed
+        lag monitoring (a restart reads its offsets from the checkpoint), so the loop pays for
+        the round trip to the group coordinator (~10 ms) every --commit-interval, when
+        partitions leave it and at shutdown."""
+        assert self.consumer is not None
+        if self.last_commit >= self.last_checkpoint:
+            return
+        covered = self.committable
+        offsets = {tp: covered[k] for tp in self.consumer.assignment()
+                   if (k := tp_key(tp.topic, tp.partition)) in covered}
+        commit(self.consumer, offsets, in_listener=in_listener)
+        self.last_commit = time.monotonic()
 
     def seek(self, partitions: list[TopicPartition]) -> None:
         """Position each assigned partition at the checkpoint's offset, or at start_from."""
@@ -554,7 +562,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             if crashpoints.ARMED:
                 crashpoints.hit("in_revocation")
             try:
-                self.learner.checkpoint("revocation", in_listener=True)
+                self.learner.checkpoint("revocation")
+                self.learner.commit_offsets(in_listener=True)
             except StreamLearnerError as exc:
                 self.learner.listener_error = exc
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+from kafka import KafkaConsumer, TopicPartition
 from river import evaluate, linear_model, metrics, preprocessing
 
 from consumers.learner import Learner
@@ -268,3 +269,26 @@ def test_a_model_that_raises_mid_update_is_rewound_not_left_half_updated(
     assert ckpt.state.model["LogisticRegression"].weights == oracle["LogisticRegression"].weights
     predicted = Counter(m.json()["id"] for m in read_all(kafka.bootstrap, settings.predictions_topic))
     assert predicted == Counter(f"e-{i}" for i in range(len(rows)))  # the replay published nothing twice
+
+
+def test_kafka_hears_of_each_checkpoint_s_offsets_for_lag_monitoring(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    rows = phishing()
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), commit_interval=0.3)
+    partition = TopicPartition(settings.events_topic, 0)
+    group = KafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=settings.consumer_group("learn"),
+                          enable_auto_commit=False)
+    try:
+        learner = InThread(Learner(settings, store_for(settings)))
+        for start, learned in ((0, 300), (300, 450)):
+            produce(kafka.bootstrap, settings.events_topic, event_bytes(rows[start:learned], start=start))
+            wait_learned(settings, learned)
+            wait_for(f"the group's offset to reach {learned}",
+                     lambda n=learned: group.committed(partition) == n)  # type: ignore[misc]
+        learner.stop()
+        assert load_checkpoint(settings).meta.offsets == {f"{settings.events_topic}:0": 450}
+        assert group.committed(partition) == 450
+    finally:
+        group.close(autocommit=False)
