@@ -466,9 +466,7 @@ class Learner:
                 self.publisher.check()
                 if crashpoints.ARMED:
                     crashpoints.hit("after_flush")
-                writer.release(self.published_as_of(plan))
-                if crashpoints.ARMED:
-                    crashpoints.hit("during_checkpoint")
+                writer.release(self.published_as_of(plan))  # its courier passes during_checkpoint
             outcome = writer.wait() if block else writer.poll()
         except BaseException:
             self.background = None
