@@ -125,7 +125,7 @@ class Learner:
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_commit = 0.0
-        self.committable: dict[str, int] = {}  # the last checkpoint's offsets, for Kafka to hear of
+        self.uncommitted: dict[str, int] | None = None  # the last checkpoint's offsets, till Kafka hears
         self.failures = 0
         self.retry_at = 0.0
         self.renewed = 0.0
@@ -511,7 +511,7 @@ class Learner:
         self.since_checkpoint -= plan.since
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
-        self.committable = covered
+        self.uncommitted = covered
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms, metrics %s",
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, outcome.metrics)
 
@@ -521,12 +521,13 @@ class Learner:
         the round trip to the group coordinator (~10 ms) every --commit-interval, when
         partitions leave it and at shutdown."""
         assert self.consumer is not None
-        if self.last_commit >= self.last_checkpoint:
+        covered = self.uncommitted
+        if covered is None:
             return
-        covered = self.committable
         offsets = {tp: covered[k] for tp in self.consumer.assignment()
                    if (k := tp_key(tp.topic, tp.partition)) in covered}
         commit(self.consumer, offsets, in_listener=in_listener)
+        self.uncommitted = None
         self.last_commit = time.monotonic()
 
     def seek(self, partitions: list[TopicPartition]) -> None:
