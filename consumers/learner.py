@@ -274,7 +274,7 @@ class Learner:
                 if self.background is not None:  # the loop failed: its child must not write
                     self.background.writer.abort()
                 self.consumer.close(autocommit=False)
-                self.publisher.producer.close(timeout=10)
+                self.publisher.close()
         finally:
             try:
                 self.store.release(self.settings.model, self.token, self.owner)

@@ -106,7 +106,7 @@ class Predictor:
             self.commit()
         finally:
             self.consumer.close(autocommit=False)
-            self.publisher.producer.close(timeout=10)
+            self.publisher.close()
 
     def handle(self, record: Any) -> None:
         assert self.engine is not None and self.publisher is not None

@@ -142,7 +142,7 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.kafka_io import make_producer
+    from consumers.kafka_io import make_producer, produce
 
     if args.limit < 0:
         raise ConfigError(f"--limit: must be at least 0, got {args.limit}")
@@ -152,16 +152,19 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("--label-delay: needs --labels-topic and a delay of at least 0 events")
     messages = schedule(settings, list(iter_events(settings, args)), args.label_delay)  # fails before I/O
     producer = make_producer(settings, "stream-learner-produce")
-    failures: list[BaseException] = []
+    failures: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failures.append(error.str())
+
     base_ms = int(time.time() * 1000)
-    try:
-        for seq, (topic, key, doc) in enumerate(messages):
-            # Timestamps one millisecond apart keep the event/label order across the two topics.
-            producer.send(topic, key=key.encode(), value=json.dumps(doc, default=_plain).encode(),
-                          timestamp_ms=base_ms + seq).add_errback(failures.append)
-        producer.flush(timeout=120)
-    finally:
-        producer.close(timeout=10)
+    for seq, (topic, key, doc) in enumerate(messages):
+        # Timestamps one millisecond apart keep the event/label order across the two topics.
+        produce(producer, topic, json.dumps(doc, default=_plain).encode(), key.encode(), delivered,
+                timestamp_ms=base_ms + seq)
+    if producer.flush(120):
+        failures.append("not sent within 120 s")
     if failures:
         raise StreamLearnerError(f"{len(failures)} of {len(messages)} messages were not acknowledged: "
                                  f"{failures[0]}")

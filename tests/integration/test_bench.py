@@ -13,11 +13,13 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert main(["--events", "3000", "--checkpoint-events", "600", "--latency-seconds", "2",
                  "--latency-warmup", "0.5", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    for key in ("raw_river_eps", "bare_kafka_eps", "service_eps", "additive_bound_eps",
-                "frozen_1_eps", "frozen_2_eps"):
+    for key in ("raw_river_eps", "bare_kafka_eps", "bare_service_clients_eps", "service_eps",
+                "additive_bound_eps", "additive_bound_service_clients_eps", "frozen_1_eps", "frozen_2_eps"):
         assert results[key] > 0, key
-    assert 0 < results["service_vs_bound"] < 10
+    assert 0 < results["service_vs_bound"] < 10 and 0 < results["service_vs_bound_service_clients"] < 10
     assert results["additive_bound_eps"] < min(results["raw_river_eps"], results["bare_kafka_eps"])
+    assert results["additive_bound_service_clients_eps"] < min(results["raw_river_eps"],
+                                                               results["bare_service_clients_eps"])
     latency = results["latency"]
     assert latency["samples"] > 0 and 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     names = [c["name"] for c in results["checkpoints"]]
