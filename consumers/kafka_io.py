@@ -28,6 +28,7 @@ Headers = list[tuple[str, str | bytes | None]]
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 LINGER_MS = 5  # the longest a prediction waits for others to share its batch
 DELIVERY_TIMEOUT_MS = 120_000
+BROKER_WAIT_S = 10.0  # for a first answer from the cluster, before sending anything
 # Sends count against this until their delivery report is taken (``Publisher.reap``).
 QUEUED_MESSAGES = 1_000_000
 
@@ -117,6 +118,16 @@ def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdka
         })
     except rdkafka.KafkaException as exc:
         raise StreamLearnerError(f"Kafka producer: {exc.args[0].str()}") from None
+
+
+def require_broker(producer: rdkafka.Producer, settings: Settings) -> None:
+    """``StreamLearnerError`` naming the flag unless a broker answers within ``BROKER_WAIT_S``:
+    librdkafka would otherwise keep the messages and retry for ``DELIVERY_TIMEOUT_MS``."""
+    try:
+        producer.list_topics(timeout=BROKER_WAIT_S)
+    except rdkafka.KafkaException as exc:
+        raise StreamLearnerError(f"--bootstrap-servers {settings.bootstrap_servers}: no broker answered "
+                                 f"in {BROKER_WAIT_S:g} s ({exc.args[0].str()})") from None
 
 
 def produce(producer: rdkafka.Producer, topic: str, value: bytes, key: bytes | None,

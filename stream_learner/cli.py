@@ -142,7 +142,7 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.kafka_io import make_producer, produce
+    from consumers.kafka_io import make_producer, produce, require_broker
 
     if args.limit < 0:
         raise ConfigError(f"--limit: must be at least 0, got {args.limit}")
@@ -152,6 +152,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("--label-delay: needs --labels-topic and a delay of at least 0 events")
     messages = schedule(settings, list(iter_events(settings, args)), args.label_delay)  # fails before I/O
     producer = make_producer(settings, "stream-learner-produce")
+    require_broker(producer, settings)
     failures: list[str] = []
 
     def delivered(error: Any, _message: Any) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from consumers import kafka_io
 from stream_learner.cli import build_parser, iter_events, load_settings, main
 
 
@@ -49,6 +50,15 @@ def test_unreachable_redis_is_a_runtime_error(capsys: pytest.CaptureFixture[str]
     code, out = run(capsys, "models", "list", "--redis-url", "redis://127.0.0.1:1/0")
     assert code == 1
     assert "StoreUnavailable: Redis unreachable" in out and "Traceback" not in out
+
+
+def test_unreachable_kafka_is_a_runtime_error_naming_the_flag(capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka_io, "BROKER_WAIT_S", 0.5)
+    code, out = run(capsys, "produce", "--dataset", "Phishing", "--limit", "3",
+                    "--bootstrap-servers", "127.0.0.1:1")
+    assert code == 1
+    assert "--bootstrap-servers 127.0.0.1:1: no broker answered in 0.5 s" in out and "Traceback" not in out
 
 
 def test_produce_reads_datasets_and_files(tmp_path: Path) -> None:
