@@ -63,6 +63,7 @@ def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
     except KafkaError as exc:
         raise StreamLearnerError(f"--bootstrap-servers {settings.bootstrap_servers}: {exc}") from None
     _keep_rejoin_until_joined(consumer)
+    _return_what_was_fetched(consumer)
     return consumer
 
 
@@ -85,6 +86,30 @@ def _keep_rejoin_until_joined(consumer: KafkaConsumer) -> None:
         return False
 
     coordinator.need_rejoin = need_rejoin
+
+
+def _return_what_was_fetched(consumer: KafkaConsumer) -> None:
+    """Make ``poll()`` return records that arrived while it looked for work, not sleep on them.
+
+    kafka-python (3.0.12) drains its buffer, then sends the next fetches through its IO
+    thread, which may first take in the response of the fetch in flight and then drop that
+    (now done) fetch from the ones to wait on. With nothing left to wait on, ``poll()`` takes
+    itself for idle and sleeps ``retry_backoff_ms`` (100 ms) with the records buffered: at
+    10,000 events/s, 15 such stalls in 13 s took the learner's p99 latency to ~200 ms. When it
+    says idle with records buffered, this drains them at once.
+    """
+    fetcher = consumer._fetcher
+    fetch_records = fetcher.fetch_records
+
+    def fetch_buffered_first(max_records: int | None = None, update_offsets: bool = True,
+                             timeout_ms: float | None = None) -> tuple[dict[Any, list[Any]], bool]:
+        records, idle = fetch_records(max_records, update_offsets=update_offsets, timeout_ms=timeout_ms)
+        if idle and not records and fetcher._completed_fetches:
+            records, _ = fetcher.fetched_records(max_records, update_offsets=update_offsets)
+            return records, False
+        return records, idle
+
+    fetcher.fetch_records = fetch_buffered_first
 
 
 def librdkafka_security(settings: Settings) -> dict[str, Any]:
