@@ -95,7 +95,10 @@ class _InFlight:
     writer: BackgroundCheckpoint
     plan: _Plan
     reason: str
-    blocked: float  # seconds of the loop spent on it so far
+    blocked: float  # seconds of the running loop spent on it so far
+    # Seconds spent waiting for it to finish when the loop could not go on without it: at
+    # shutdown, before a rewind or an inline checkpoint.
+    waited: float = 0.0
 
 
 class _Rewind(Exception):
@@ -473,7 +476,10 @@ class Learner:
             writer.abort()
             raise
         finally:
-            flight.blocked += time.perf_counter() - started
+            if block:
+                flight.waited += time.perf_counter() - started
+            else:
+                flight.blocked += time.perf_counter() - started
         if outcome is None:
             return
         self.background = None
@@ -482,7 +488,8 @@ class Learner:
         elif outcome.error is not None:
             raise outcome.error
         else:
-            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked)
+            self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked,
+                           flight.waited)
 
     def finish_checkpoint(self) -> None:
         """Wait for the checkpoint in the background, if there is one."""
@@ -496,7 +503,7 @@ class Learner:
                   plan.version, self.failures, delay, exc)
 
     def completed(self, plan: _Plan, reason: str, published: dict[str, int], outcome: Outcome,
-                  blocked: float) -> None:
+                  blocked: float, waited: float = 0.0) -> None:
         """The plan is saved: it is the new rewind point, and Kafka may hear of its offsets."""
         assert self.consumer is not None and self.engine is not None and self.state is not None
         if crashpoints.ARMED:
@@ -512,8 +519,10 @@ class Learner:
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
         self.uncommitted = covered
-        log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms, metrics %s",
-                 plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, outcome.metrics)
+        log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms%s, metrics %s",
+                 plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000,
+                 f" (then {waited * 1000:.1f} ms waiting for it to finish)" if waited else "",
+                 outcome.metrics)
 
     def commit_offsets(self, in_listener: bool = False) -> None:
         """Tell Kafka the last checkpoint's offsets, if it has not heard of them. They only feed
