@@ -111,8 +111,8 @@ def test_concurrently_consumed_labels_equal_a_model_learning_them_in_order(
     predictions = sorted((m.json() for m in read_all(kafka.bootstrap, settings.predictions_topic)),
                          key=lambda p: p["learned"])
     assert len(predictions) == len(rows)
-    oracle, accuracy, learned = preprocessing.StandardScaler() | linear_model.LogisticRegression(), \
-        metrics.Accuracy(), 0
+    oracle = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    accuracy, learned = metrics.Accuracy(), 0
     for p in predictions:
         while learned < p["learned"]:
             oracle.learn_one(*rows[learned])
