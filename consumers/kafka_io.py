@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import confluent_kafka as rdkafka
 from kafka import KafkaConsumer, TopicPartition
@@ -33,16 +33,27 @@ BROKER_WAIT_S = 10.0  # for a first answer from the cluster, before sending anyt
 QUEUED_MESSAGES = 1_000_000
 
 
-def security_options(settings: Settings) -> dict[str, Any]:
-    """The Kafka auth/TLS settings, passed through to kafka-python as they are."""
-    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+# Our auth/TLS setting -> its name for kafka-python (the consumers) and for librdkafka (the producer).
+_SECURITY_NAMES = {
+    "security_protocol": ("security_protocol", "security.protocol"),
+    "sasl_mechanism": ("sasl_mechanism", "sasl.mechanism"),
+    "sasl_username": ("sasl_plain_username", "sasl.username"),
+    "sasl_password": ("sasl_plain_password", "sasl.password"),
+    "ssl_cafile": ("ssl_cafile", "ssl.ca.location"),
+}
+
+
+def security_options(settings: Settings, client: Literal["kafka-python", "librdkafka"] = "kafka-python"
+                     ) -> dict[str, Any]:
+    """The Kafka auth/TLS settings as they are, in the client's names: the protocol always, the
+    SASL settings with a mechanism, the CA file when given."""
+    wanted = ["security_protocol"]
     if settings.sasl_mechanism:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = settings.sasl_password
+        wanted += ["sasl_mechanism", "sasl_username", "sasl_password"]
     if settings.ssl_cafile:
-        options["ssl_cafile"] = settings.ssl_cafile
-    return options
+        wanted.append("ssl_cafile")
+    column = 0 if client == "kafka-python" else 1
+    return {_SECURITY_NAMES[name][column]: getattr(settings, name) for name in wanted}
 
 
 def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
@@ -112,18 +123,6 @@ def _return_what_was_fetched(consumer: KafkaConsumer) -> None:
     fetcher.fetch_records = fetch_buffered_first
 
 
-def librdkafka_security(settings: Settings) -> dict[str, Any]:
-    """The same auth/TLS settings, in librdkafka's names (the producer)."""
-    options: dict[str, Any] = {"security.protocol": settings.security_protocol}
-    if settings.sasl_mechanism:
-        options["sasl.mechanism"] = settings.sasl_mechanism
-        options["sasl.username"] = settings.sasl_username
-        options["sasl.password"] = settings.sasl_password
-    if settings.ssl_cafile:
-        options["ssl.ca.location"] = settings.ssl_cafile
-    return options
-
-
 def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdkafka.Producer:
     """librdkafka's producer (confluent-kafka): it builds and sends batches in threads of its
     own, outside the GIL; a send costs the loop ~2 us, against 16 - 27 us with kafka-python's
@@ -139,7 +138,7 @@ def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdka
             "queue.buffering.max.messages": QUEUED_MESSAGES,
             "partitioner": "murmur2_random",  # a key's partition as Java and kafka-python compute it
             "logger": log,
-            **librdkafka_security(settings),
+            **security_options(settings, "librdkafka"),
         })
     except rdkafka.KafkaException as exc:
         raise StreamLearnerError(f"Kafka producer: {exc.args[0].str()}") from None
@@ -248,10 +247,11 @@ class Publisher:
     def flush(self, upto: int | None = None) -> None:
         """Block until every send (or the first ``upto``) is answered; ``PublishError`` if one
         was not acknowledged."""
-        deadline = time.monotonic() + DELIVERY_TIMEOUT_MS / 1000 + 10
+        wait_s = DELIVERY_TIMEOUT_MS / 1000 + 10  # librdkafka answers every send within its timeout
+        deadline = time.monotonic() + wait_s
         while self.reap(upto):
             if time.monotonic() > deadline:
-                raise PublishError("producer flush returned with sends unanswered")
+                raise PublishError(f"sends still unanswered after {wait_s:g} s")
             self.producer.poll(0.05)
         self.check()
 

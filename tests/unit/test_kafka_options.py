@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.kafka_io import librdkafka_security, make_producer, security_options
+from consumers.kafka_io import make_producer, security_options
 from stream_learner.config import Settings
 from stream_learner.errors import StreamLearnerError
 
 
 def test_plaintext_by_default() -> None:
     assert security_options(Settings()) == {"security_protocol": "PLAINTEXT"}
-    assert librdkafka_security(Settings()) == {"security.protocol": "PLAINTEXT"}
+    assert security_options(Settings(), "librdkafka") == {"security.protocol": "PLAINTEXT"}
 
 
 def test_sasl_ssl_settings_pass_through() -> None:
@@ -23,7 +23,7 @@ def test_sasl_ssl_settings_pass_through() -> None:
         "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "svc",
         "sasl_plain_password": "pw", "ssl_cafile": "/etc/ssl/ca.pem"}
     assert "pw" not in str(settings.redacted().values())
-    assert librdkafka_security(settings) == {
+    assert security_options(settings, "librdkafka") == {
         "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "svc",
         "sasl.password": "pw", "ssl.ca.location": "/etc/ssl/ca.pem"}
 
