@@ -1,20 +1,29 @@
-"""A checkpoint written by a forked child, so that the learning loop stops only for fork().
+"""Checkpoints written off the learning loop, so that it stops for a snapshot and nothing more.
 
-fork() gives the child a copy-on-write image of the learner at one instant, consistent with the
-offsets the loop had reached: Redis's BGSAVE snapshots its dataset the same way. The child
-pickles the state at once, then waits until the parent sends the predictions topic's positions,
-which the parent does only once every send made before that instant is acknowledged (the
+The snapshot is taken at one instant, consistent with the offsets the loop had reached, in one
+of two ways:
+
+* ``PickledCheckpoint``: the loop pickles the state itself, and a thread signs and writes the
+  bytes. For models that pickle in a millisecond or two (a linear model: ~0.5 ms), this is the
+  shortest pause there is, and the loop runs on at full speed afterwards.
+* ``ForkedCheckpoint``: ``fork()`` gives a child a copy-on-write image of the learner, as Redis's
+  BGSAVE snapshots its dataset; the child pickles it while the parent consumes on. The pause is
+  the ``fork()`` (~5 ms, whatever the model's size), and for a while after it the parent's first
+  write to each page of its heap copies that page: the price of not pickling ~175 ms of forest
+  in the loop.
+
+Either way the writer waits until the loop releases it with the predictions topic's positions,
+which the loop does only once every send made before the snapshot is acknowledged (the
 checkpoint protocol's flush, without blocking the loop). Then it signs the record, writes it
-(fenced, like any save) and reports the outcome on a pipe. The parent keeps consuming meanwhile.
+(fenced, like any save) and reports the outcome.
 
-In the parent, a thread of its own carries the positions to the child and brings back the
-report: the loop makes no system call for a checkpoint but the fork, since each one hands the
-GIL to Kafka's client threads and getting it back cost the loop up to 5 ms.
-
-The child touches nothing but the state, the store and its two pipes: not the Kafka clients,
-whose threads do not exist in it, and it leaves with ``os._exit`` so that no finalizer of the
-parent's objects runs there. If the parent dies, the child sees the end of the pipe and exits
-unsaved; a child already saving is fenced like any zombie writer.
+A forked child touches nothing but the state, the store and its two pipes: not the Kafka
+clients, whose threads do not exist in it, and it leaves with ``os._exit`` so that no finalizer
+of the parent's objects runs there. A thread of the parent carries the go-ahead to it and
+brings back its report: the loop makes no system call for a checkpoint but the fork, since each
+one hands the GIL to Kafka's client threads and getting it back cost the loop up to 5 ms. If the
+parent dies, the child sees the end of the pipe and exits unsaved; a child already saving is
+fenced like any zombie writer.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ _ERRORS: dict[str, type[StreamLearnerError]] = {
 
 @dataclass
 class Outcome:
-    """What the child reports: the record's size and metrics, or the error it met."""
+    """What the writer reports: the record's size and metrics, or the error it met."""
 
     payload_bytes: int = 0
     metrics: dict[str, float | None] | None = None
@@ -49,22 +58,107 @@ class Outcome:
 
 
 class BackgroundCheckpoint:
-    """One forked checkpoint writer: ``start``, ``release`` once the sends are acknowledged,
-    then ``poll`` (or ``wait``) for the outcome."""
+    """One checkpoint writer: started with ``start``, ``release``d once the sends are
+    acknowledged, then ``poll``ed (or ``wait``ed) for the outcome."""
 
-    def __init__(self, pid: int, go: int, result: int) -> None:
-        self.pid = pid
-        self._go = go
-        self._result = result
-        self._go_ahead: bytes | None = None
+    pid = 0  # the forked child's, if there is one
+
+    def __init__(self) -> None:
+        self._published: dict[str, int] | None = None
         self._handed = threading.Event()  # released, or aborted
         self._done = threading.Event()
         self.released = False
         self.outcome: Outcome | None = None
 
+    def release(self, published: dict[str, int]) -> None:
+        """Every send before the snapshot is acknowledged: write, with these predictions-topic
+        positions in the header."""
+        assert not self.released
+        self._published = published
+        self.released = True
+        self._handed.set()
+
+    def abort(self) -> None:
+        """Write nothing, and wait until the writer is gone."""
+        self._handed.set()
+        self.wait()
+
+    def poll(self) -> Outcome | None:
+        """The outcome if the writer has finished, else None; never blocks."""
+        return self.outcome if self._done.is_set() else None
+
+    def wait(self) -> Outcome:
+        self._done.wait()
+        assert self.outcome is not None
+        return self.outcome
+
+    def _run(self) -> None:
+        # Not threading.Thread: its start() waits for the thread to run, which can be a GIL switch.
+        _thread.start_new_thread(self._carry, ())
+
+    def _carry(self) -> None:
+        try:
+            self.outcome = self._write()
+        except StreamLearnerError as exc:
+            self.outcome = Outcome(error=exc)
+        except BaseException as exc:  # an OS error on a pipe: the loop must hear of it
+            self.outcome = Outcome(error=CheckpointError(f"{self}: {exc}"))
+        finally:
+            self._done.set()
+
+    def _write(self) -> Outcome:
+        raise NotImplementedError
+
+
+class PickledCheckpoint(BackgroundCheckpoint):
+    """Pickled in the loop; a thread signs and writes the bytes."""
+
+    def __init__(self, meta: CheckpointMeta, payload: bytes, store: ModelStore, key: bytes,
+                 keep: int) -> None:
+        super().__init__()
+        self._meta, self._payload = meta, payload
+        self._store, self._key, self._keep = store, key, keep
+
+    def __str__(self) -> str:
+        return f"checkpoint writer for v{self._meta.version}"
+
     @classmethod
     def start(cls, state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str,
-              key: bytes, keep: int) -> BackgroundCheckpoint:
+              key: bytes, keep: int) -> PickledCheckpoint:
+        try:
+            describe(meta, state, key_id)
+            payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # a model that does not pickle
+            raise CheckpointError(f"checkpoint v{meta.version}: {type(exc).__name__}: {exc}") from None
+        writer = cls(meta, payload, store, key, keep)
+        writer._run()
+        return writer
+
+    def _write(self) -> Outcome:
+        self._handed.wait()
+        if self._published is None:
+            return Outcome(error=CheckpointError(f"{self}: aborted"))
+        if crashpoints.ARMED:
+            crashpoints.hit("during_checkpoint")
+        self._meta.published = self._published
+        return _save(self._meta, self._payload, self._store, self._key, self._keep)
+
+
+class ForkedCheckpoint(BackgroundCheckpoint):
+    """Pickled and written by a forked child; a thread carries the go-ahead and the report."""
+
+    def __init__(self, pid: int, go: int, result: int) -> None:
+        super().__init__()
+        self.pid = pid
+        self._go = go
+        self._result = result
+
+    def __str__(self) -> str:
+        return f"checkpoint writer {self.pid}"
+
+    @classmethod
+    def start(cls, state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str,
+              key: bytes, keep: int) -> ForkedCheckpoint:
         go_r, go_w = os.pipe()
         result_r, result_w = os.pipe()
         pid = os.fork()
@@ -74,56 +168,27 @@ class BackgroundCheckpoint:
                 gc.disable()  # no finalizer of the parent's objects may run here
                 os.close(go_w)
                 os.close(result_r)
-                status = _write(state, meta, store, key_id, key, keep, go_r, result_w)
+                status = _child(state, meta, store, key_id, key, keep, go_r, result_w)
             finally:
                 os._exit(status)
         os.close(go_r)
         os.close(result_w)
         writer = cls(pid, go_w, result_r)
-        # Not threading.Thread: its start() waits for the thread to run, which can be a GIL switch.
-        _thread.start_new_thread(writer._carry, ())
+        writer._run()
         return writer
 
-    def release(self, published: dict[str, int]) -> None:
-        """Every send before the snapshot is acknowledged: let the child write, with these
-        predictions-topic positions in the header."""
-        assert not self.released
-        self._go_ahead = json.dumps(published).encode()
-        self.released = True
-        self._handed.set()
-
-    def abort(self) -> None:
-        """Let the child go without writing (it reads the end of the pipe) and reap it."""
-        self._handed.set()
-        self.wait()
-
-    def poll(self) -> Outcome | None:
-        """The outcome if the child has finished, else None; never blocks."""
-        return self.outcome if self._done.is_set() else None
-
-    def wait(self) -> Outcome:
-        self._done.wait()
-        assert self.outcome is not None
-        return self.outcome
-
-    def _carry(self) -> None:
-        """The courier thread: the go-ahead (or the end of the pipe) to the child, its report back."""
-        try:
-            self._handed.wait()
-            if self._go_ahead is not None:
-                _write_all(self._go, self._go_ahead)
-                if crashpoints.ARMED:
-                    crashpoints.hit("during_checkpoint")
-            os.close(self._go)
-            report = _read_all(self._result)
-            os.close(self._result)
-            _, status = os.waitpid(self.pid, 0)
-            self.outcome = _outcome(report, f"checkpoint writer {self.pid} ended without a report "
-                                            f"(wait status {status})")
-        except BaseException as exc:  # an OS error on a pipe: the loop must hear of it
-            self.outcome = Outcome(error=CheckpointError(f"checkpoint writer {self.pid}: {exc}"))
-        finally:
-            self._done.set()
+    def _write(self) -> Outcome:
+        """The go-ahead (or the end of the pipe) to the child, its report back."""
+        self._handed.wait()
+        if self._published is not None:
+            _write_all(self._go, json.dumps(self._published).encode())
+            if crashpoints.ARMED:
+                crashpoints.hit("during_checkpoint")
+        os.close(self._go)
+        report = _read_all(self._result)
+        os.close(self._result)
+        _, status = os.waitpid(self.pid, 0)
+        return _outcome(report, f"{self} ended without a report (wait status {status})")
 
 
 def _outcome(report: bytes, silent: str) -> Outcome:
@@ -136,9 +201,14 @@ def _outcome(report: bytes, silent: str) -> Outcome:
     return Outcome(doc["payload_bytes"], doc["metrics"])
 
 
-def _write(state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str, key: bytes,
+def _save(meta: CheckpointMeta, payload: bytes, store: ModelStore, key: bytes, keep: int) -> Outcome:
+    store.save(meta.model, meta.version, seal_payload(meta, payload, key), meta.token, keep)
+    return Outcome(len(payload), meta.metrics)
+
+
+def _child(state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str, key: bytes,
            keep: int, go: int, result: int) -> int:
-    """The child's work; returns its exit status."""
+    """The forked child's work; returns its exit status."""
     report: dict[str, Any]
     try:
         describe(meta, state, key_id)
@@ -147,8 +217,8 @@ def _write(state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: s
         if not released:
             return 1  # the parent aborted or died: write nothing
         meta.published = json.loads(released)
-        store.save(meta.model, meta.version, seal_payload(meta, payload, key), meta.token, keep)
-        report = {"payload_bytes": len(payload), "metrics": meta.metrics}
+        outcome = _save(meta, payload, store, key, keep)
+        report = {"payload_bytes": outcome.payload_bytes, "metrics": outcome.metrics}
     except StreamLearnerError as exc:
         report = {"error": type(exc).__name__, "message": str(exc)}
     except Exception as exc:  # a model that does not pickle, or anything unforeseen

@@ -2,9 +2,9 @@
 
 Only tests set ``SL_TEST_CRASH_AT`` (e.g. ``after_publish:3``); when it is unset, ``ARMED`` is
 False and the call sites skip ``hit`` entirely. Points: after_predict, after_publish,
-after_flush (the checkpoint's sends acknowledged), during_checkpoint (state pickled, not yet
-written; with a forked writer: released, writing while its parent dies), after_checkpoint (written,
-Kafka not yet committed), in_revocation.
+after_flush (the checkpoint's sends acknowledged), during_checkpoint (state pickled and the
+writer released, not yet written; with a forked writer: writing while its parent dies),
+after_checkpoint (written, Kafka not yet committed), in_revocation.
 """
 
 from __future__ import annotations

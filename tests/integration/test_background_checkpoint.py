@@ -1,4 +1,5 @@
-"""The forked checkpoint writer on a real Redis: it saves the state as it was at the fork."""
+"""The checkpoint writers on a real Redis, forked and pickled in the loop alike: each saves the
+state as it was at the snapshot, only once released, and reports what stopped it."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import os
 import pickle
 from collections.abc import Callable
 
+import pytest
 from river import datasets
 
-from consumers.background_checkpoint import BackgroundCheckpoint
+from consumers.background_checkpoint import BackgroundCheckpoint, ForkedCheckpoint, PickledCheckpoint
 from stream_learner.checkpoint import CheckpointMeta, open_record
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import FencedError, StoreUnavailable
@@ -18,6 +20,9 @@ from tools.localstack import RedisServer
 
 SPEC = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"
 KEYS = {"k": b"secret"}
+WRITERS = pytest.mark.parametrize("kind", [ForkedCheckpoint, PickledCheckpoint],
+                                  ids=["forked", "pickled"])
+Kind = type[ForkedCheckpoint] | type[PickledCheckpoint]
 
 
 def trained(events: int) -> tuple[ModelState, Engine]:
@@ -34,21 +39,23 @@ def feed(engine: Engine, start: int, stop: int) -> None:
         engine.process(Event(f"e-{i}", None, None, x, y, Source("t", 0, i)))
 
 
-def start(store: RedisStore, state: ModelState, token: int, version: int = 1) -> BackgroundCheckpoint:
-    meta = CheckpointMeta("m", version, {"t:0": state.learned}, events=state.learned, token=token)
-    return BackgroundCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3)
+def start(kind: Kind, store: RedisStore, state: ModelState, token: int) -> BackgroundCheckpoint:
+    meta = CheckpointMeta("m", 1, {"t:0": state.learned}, events=state.learned, token=token)
+    return kind.start(state, meta, store, "k", KEYS["k"], keep=3)
 
 
-def test_the_child_saves_the_state_of_the_fork_while_the_parent_learns_on(
-        redis_server: RedisServer, unique: Callable[[str], str]) -> None:
+@WRITERS
+def test_the_writer_saves_the_state_of_the_snapshot_while_the_loop_learns_on(
+        kind: Kind, redis_server: RedisServer, unique: Callable[[str], str]) -> None:
     store = RedisStore(redis_server.url, unique("p"))
     token = store.acquire("m", ttl=30)
     assert token is not None
     state, engine = trained(300)
     at_fork = pickle.dumps(state)
     oracle, _ = trained(300)
-    writer = start(store, state, token)
-    feed(engine, 300, 600)  # the loop goes on while the child pickles
+    writer = start(kind, store, state, token)
+    feed(engine, 300, 600)  # the loop goes on while the writer waits
+    assert store.latest_version("m") == 0  # not released yet: nothing written
     writer.release({"predictions:0": 42})
     outcome = writer.wait()
     assert outcome.error is None and outcome.payload_bytes > 0
@@ -58,33 +65,35 @@ def test_the_child_saves_the_state_of_the_fork_while_the_parent_learns_on(
     assert saved.meta.version == 1 and saved.meta.offsets == {"t:0": 300}
     assert saved.meta.published == {"predictions:0": 42}
     assert saved.state.learned == 300 and state.learned == 600
-    # the exact state of the fork, not the later one (both pickled after one round trip)
+    # the exact state of the snapshot, not the later one (both pickled after one round trip)
     assert pickle.dumps(saved.state) == pickle.dumps(pickle.loads(at_fork))
     assert saved.state.digest == oracle.digest
     store.close()
 
 
-def test_an_aborted_child_writes_nothing_and_is_reaped(redis_server: RedisServer,
-                                                       unique: Callable[[str], str]) -> None:
+@WRITERS
+def test_an_aborted_writer_writes_nothing_and_is_gone(kind: Kind, redis_server: RedisServer,
+                                                      unique: Callable[[str], str]) -> None:
     store = RedisStore(redis_server.url, unique("p"))
     token = store.acquire("m", ttl=30)
     assert token is not None
     state, _ = trained(50)
-    writer = start(store, state, token)
+    writer = start(kind, store, state, token)
     writer.abort()
     assert writer.outcome is not None and writer.outcome.error is not None
     assert store.latest_version("m") == 0
-    assert_reaped(writer.pid)
+    assert_reaped(writer)
     store.close()
 
 
-def test_a_child_of_a_learner_that_lost_its_lease_is_fenced(redis_server: RedisServer,
-                                                           unique: Callable[[str], str]) -> None:
+@WRITERS
+def test_the_writer_of_a_learner_that_lost_its_lease_is_fenced(kind: Kind, redis_server: RedisServer,
+                                                               unique: Callable[[str], str]) -> None:
     store = RedisStore(redis_server.url, unique("p"))
     token = store.acquire("m", ttl=30, owner="a")
     assert token is not None
     state, _ = trained(50)
-    writer = start(store, state, token)
+    writer = start(kind, store, state, token)
     assert store.acquire("m", ttl=30, owner="a") is not None  # a restart of "a" took over
     writer.release({})
     assert isinstance(writer.wait().error, FencedError)
@@ -92,18 +101,21 @@ def test_a_child_of_a_learner_that_lost_its_lease_is_fenced(redis_server: RedisS
     store.close()
 
 
-def test_a_store_outage_is_reported_as_such(unique: Callable[[str], str]) -> None:
+@WRITERS
+def test_a_store_outage_is_reported_as_such(kind: Kind, unique: Callable[[str], str]) -> None:
     store = RedisStore("redis://127.0.0.1:1/0", unique("p"), socket_connect_timeout=0.5)
     state, _ = trained(50)
-    writer = start(store, state, token=1)
+    writer = start(kind, store, state, token=1)
     writer.release({})
     assert isinstance(writer.wait().error, StoreUnavailable)
-    assert_reaped(writer.pid)
+    assert_reaped(writer)
 
 
-def assert_reaped(pid: int) -> None:
+def assert_reaped(writer: BackgroundCheckpoint) -> None:
+    if not writer.pid:
+        return  # a thread: nothing to reap
     try:
-        os.waitpid(pid, os.WNOHANG)
+        os.waitpid(writer.pid, os.WNOHANG)
     except ChildProcessError:
         return
-    raise AssertionError(f"child {pid} was not reaped")
+    raise AssertionError(f"child {writer.pid} was not reaped")

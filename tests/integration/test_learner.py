@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pickle
+import re
 import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
+import pytest
 from kafka import KafkaConsumer, TopicPartition
 from river import evaluate, linear_model, metrics, preprocessing
 
+from consumers import learner as learner_module
 from consumers.learner import Learner
 from stream_learner.checkpoint import Record, read_meta, seal_payload
 from stream_learner.config import Settings
@@ -292,3 +296,31 @@ def test_kafka_hears_of_each_checkpoint_s_offsets_for_lag_monitoring(
         assert group.committed(partition) == 450
     finally:
         group.close(autocommit=False)
+
+
+@pytest.mark.parametrize("inline_bytes, later", [(learner_module.INLINE_PICKLE_BYTES, "pickled in the loop"),
+                                                 (1000, "forked")], ids=["small", "large"])
+def test_a_small_model_is_pickled_in_the_loop_once_a_forked_checkpoint_has_sized_it(
+    inline_bytes: int, later: str, kafka: KafkaBroker, redis_server: RedisServer,
+    unique: Callable[[str], str], topic: Callable[..., str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(learner_module, "INLINE_PICKLE_BYTES", inline_bytes)  # ours: ~30 KB
+    caplog.set_level(logging.INFO, logger="stream_learner.learner")
+    rows = phishing()
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC,
+                             checkpoint_every=100, checkpoint_interval=0.3)
+    learner = InThread(Learner(settings, store_for(settings)))
+    for start in range(0, len(rows), 250):  # in rounds, so that there are several checkpoints
+        chunk = rows[start:start + 250]
+        produce(kafka.bootstrap, settings.events_topic, event_bytes(chunk, start=start))
+        wait_learned(settings, start + len(chunk))
+    learner.stop()
+
+    writers = re.findall(r"\(interval\): .* loop blocked [\d.]+ ms \((forked|pickled in the loop)\)",
+                         caplog.text)
+    assert len(writers) >= 4 and writers[0] == "forked" and set(writers[1:]) == {later}, writers
+    oracle = river_model()
+    for x, y in rows:
+        oracle.learn_one(x, y)
+    same_model(load_checkpoint(settings).state.model, oracle, rows)
