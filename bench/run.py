@@ -38,7 +38,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumers.kafka_io import LINGER_MS, make_producer  # noqa: E402
+from consumers.kafka_io import make_producer  # noqa: E402
 from stream_learner.config import Settings, env_var  # noqa: E402
 from tools.localstack import (  # noqa: E402
     KAFKA_VERSION,
@@ -51,6 +51,7 @@ from tools.localstack import (  # noqa: E402
 # kafka-python wakes its IO thread on every send once a partition has two batches queued, and
 # each wakeup hands the GIL over: 16 KiB batches (its default) halve its producer's throughput.
 KAFKA_PYTHON_BATCH_BYTES = 1024 * 1024
+KAFKA_PYTHON_LINGER_MS = 5
 
 CHECKPOINT_MODELS = {
     "logreg": "preprocessing.StandardScaler() | linear_model.LogisticRegression()",
@@ -98,8 +99,8 @@ def bare_kafka(bootstrap: str, source: str, sink: str, count: int, producer_clie
     consumer = KafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"bench-bare-{sink}",
                              auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=500)
     if producer_client == "kafka-python":
-        # The best bare kafka-python loop we know how to write: the service's linger, 1 MiB batches.
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=LINGER_MS,
+        # The best bare kafka-python loop we know how to write: 5 ms linger, 1 MiB batches.
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=KAFKA_PYTHON_LINGER_MS,
                                  batch_size=KAFKA_PYTHON_BATCH_BYTES)
         send = producer.send
 
@@ -265,8 +266,9 @@ def offer(bootstrap: str, topic: str, dataset: str, rate: float, count: int) -> 
     import confluent_kafka
 
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    events = dataset_events(dataset, count)  # before the clock starts: a late start sends a burst
     start = time.perf_counter()
-    for i, raw in enumerate(dataset_events(dataset, count)):
+    for i, raw in enumerate(events):
         wait = start + i / rate - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
