@@ -52,6 +52,9 @@ from tools.localstack import (  # noqa: E402
 # each wakeup hands the GIL over: 16 KiB batches (its default) halve its producer's throughput.
 KAFKA_PYTHON_BATCH_BYTES = 1024 * 1024
 KAFKA_PYTHON_LINGER_MS = 5
+# The load generator sleeps only when it is this far ahead, then sends what is due: ~1,000
+# wakeups a second instead of one per event, on the cores the learner and the broker share.
+GENERATOR_TICK_S = 0.001
 
 CHECKPOINT_MODELS = {
     "logreg": "preprocessing.StandardScaler() | linear_model.LogisticRegression()",
@@ -270,7 +273,7 @@ def offer(bootstrap: str, topic: str, dataset: str, rate: float, count: int) -> 
     start = time.perf_counter()
     for i, raw in enumerate(events):
         wait = start + i / rate - time.perf_counter()
-        if wait > 0:
+        if wait > GENERATOR_TICK_S:
             time.sleep(wait)
             producer.poll(0)  # delivery reports, so that the queue does not fill
         producer.produce(topic, raw)  # CreateTime: now, before any batching
