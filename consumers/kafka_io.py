@@ -277,18 +277,18 @@ def process_record(record: Any, engine: Engine, publisher: Publisher, fields: Fi
         publisher.prediction(event.key or event.id, prediction)
 
 
-def commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int], *, in_listener: bool = False) -> None:
+def commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int], *, wait: bool) -> None:
     """Commit offsets to Kafka; a failure only logs (the next commit covers it).
 
-    A rebalance listener runs on kafka-python's IO thread, where a blocking commit is
-    refused: there the commit is sent asynchronously, ahead of the group leave or rejoin.
-    Elsewhere it is synchronous: an asynchronous commit still in flight when the group
-    rebalances or the coordinator moves can hold the consumer up.
+    ``wait``: block until the group coordinator answers, as at shutdown. Otherwise the commit is
+    sent and the caller goes on: a learner's timer does not hold its loop for the round trip
+    (~10 ms), and a rebalance listener runs on kafka-python's IO thread, where a blocking commit
+    is refused.
     """
     if not offsets:
         return
     payload = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
-    if in_listener:
+    if not wait:
         consumer.commit_async(payload, callback=_log_commit_failure)
         return
     try:

@@ -321,14 +321,14 @@ class Learner:
                 continue
             self.advance_checkpoint()
             if time.monotonic() - self.last_commit >= self.settings.commit_interval:
-                self.commit_offsets()
+                self.commit_offsets(wait=False)
             if self.checkpoint_due():
                 if self.writes_off_loop:
                     self.start_checkpoint("interval")
                 else:
                     self.checkpoint("interval")
         self.checkpoint("shutdown")
-        self.commit_offsets()
+        self.commit_offsets(wait=True)
 
     def handle(self, record: Any) -> None:
         assert self.engine is not None and self.publisher is not None
@@ -541,18 +541,18 @@ class Learner:
                  f" (then {waited * 1000:.1f} ms waiting for it to finish)" if waited else "",
                  outcome.metrics)
 
-    def commit_offsets(self, in_listener: bool = False) -> None:
-        """Tell Kafka the last checkpoint's offsets, if it has not heard of them. They only feed
-        lag monitoring (a restart reads its offsets from the checkpoint), so the loop pays for
-        the round trip to the group coordinator (~10 ms) every --commit-interval, when
-        partitions leave it and at shutdown."""
+    def commit_offsets(self, wait: bool) -> None:
+        """Tell Kafka the last checkpoint's offsets, if it has not heard of them: every
+        --commit-interval, when partitions leave and at shutdown (``wait``: the only time the
+        loop waits for the answer). They only feed lag monitoring: a restart reads its offsets
+        from the checkpoint, and a commit that fails is logged and covered by the next."""
         assert self.consumer is not None
         covered = self.uncommitted
         if covered is None:
             return
         offsets = {tp: covered[k] for tp in self.consumer.assignment()
                    if (k := tp_key(tp.topic, tp.partition)) in covered}
-        commit(self.consumer, offsets, in_listener=in_listener)
+        commit(self.consumer, offsets, wait=wait)
         self.uncommitted = None
         self.last_commit = time.monotonic()
 
@@ -588,7 +588,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 crashpoints.hit("in_revocation")
             try:
                 self.learner.checkpoint("revocation")
-                self.learner.commit_offsets(in_listener=True)
+                self.learner.commit_offsets(wait=False)
             except StreamLearnerError as exc:
                 self.learner.listener_error = exc
 

@@ -119,7 +119,7 @@ class Predictor:
         self.publisher.flush()
         assigned = self.consumer.assignment()
         commit(self.consumer, {tp: o for tp, o in self.positions.items() if tp in assigned},
-               in_listener=in_listener)
+               wait=not in_listener)
         self.last_commit = time.monotonic()
 
 
