@@ -32,13 +32,12 @@ import _thread
 import gc
 import json
 import os
-import pickle
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from consumers import crashpoints
-from stream_learner.checkpoint import CheckpointMeta, describe, seal_payload
+from stream_learner.checkpoint import CheckpointMeta, seal_payload, snapshot
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, FencedError, StoreUnavailable, StreamLearnerError
 from stream_learner.store import ModelStore
@@ -61,6 +60,7 @@ class BackgroundCheckpoint:
     """One checkpoint writer: started with ``start``, ``release``d once the sends are
     acknowledged, then ``poll``ed (or ``wait``ed) for the outcome."""
 
+    kind = ""  # how the snapshot was taken, for the log
     pid = 0  # the forked child's, if there is one
 
     def __init__(self) -> None:
@@ -113,6 +113,8 @@ class BackgroundCheckpoint:
 class PickledCheckpoint(BackgroundCheckpoint):
     """Pickled in the loop; a thread signs and writes the bytes."""
 
+    kind = "pickled in the loop"
+
     def __init__(self, meta: CheckpointMeta, payload: bytes, store: ModelStore, key: bytes,
                  keep: int) -> None:
         super().__init__()
@@ -125,12 +127,7 @@ class PickledCheckpoint(BackgroundCheckpoint):
     @classmethod
     def start(cls, state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str,
               key: bytes, keep: int) -> PickledCheckpoint:
-        try:
-            describe(meta, state, key_id)
-            payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # a model that does not pickle
-            raise CheckpointError(f"checkpoint v{meta.version}: {type(exc).__name__}: {exc}") from None
-        writer = cls(meta, payload, store, key, keep)
+        writer = cls(meta, snapshot(state, meta, key_id), store, key, keep)
         writer._run()
         return writer
 
@@ -146,6 +143,8 @@ class PickledCheckpoint(BackgroundCheckpoint):
 
 class ForkedCheckpoint(BackgroundCheckpoint):
     """Pickled and written by a forked child; a thread carries the go-ahead and the report."""
+
+    kind = "forked"
 
     def __init__(self, pid: int, go: int, result: int) -> None:
         super().__init__()
@@ -211,8 +210,7 @@ def _child(state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: s
     """The forked child's work; returns its exit status."""
     report: dict[str, Any]
     try:
-        describe(meta, state, key_id)
-        payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        payload = snapshot(state, meta, key_id)
         released = _read_all(go)
         if not released:
             return 1  # the parent aborted or died: write nothing
@@ -221,7 +219,7 @@ def _child(state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: s
         report = {"payload_bytes": outcome.payload_bytes, "metrics": outcome.metrics}
     except StreamLearnerError as exc:
         report = {"error": type(exc).__name__, "message": str(exc)}
-    except Exception as exc:  # a model that does not pickle, or anything unforeseen
+    except Exception as exc:  # anything unforeseen
         report = {"error": "CheckpointError", "message": f"checkpoint v{meta.version}: "
                                                          f"{type(exc).__name__}: {exc}"}
     _write_all(result, json.dumps(report).encode())

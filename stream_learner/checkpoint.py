@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from stream_learner.engine import ModelState
-from stream_learner.errors import IntegrityError
+from stream_learner.errors import CheckpointError, IntegrityError
 from stream_learner.models import runtime_versions
 
 FORMAT = 1
@@ -93,11 +93,21 @@ def _mac(key: bytes, header: bytes, payload: bytes) -> str:
 
 def seal_record(state: ModelState, meta: CheckpointMeta, key_id: str, key: bytes) -> Record:
     """Pickle the state and sign it with the header; fills in the header's bookkeeping."""
-    describe(meta, state, key_id)
-    return seal_payload(meta, pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL), key)
+    return seal_payload(meta, snapshot(state, meta, key_id), key)
 
 
-def describe(meta: CheckpointMeta, state: ModelState, key_id: str) -> None:
+def snapshot(state: ModelState, meta: CheckpointMeta, key_id: str) -> bytes:
+    """The payload of a checkpoint of ``state`` as it is now, the header's bookkeeping filled
+    in to match; ``CheckpointError`` if the model does not pickle."""
+    _describe(meta, state, key_id)
+    try:
+        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # anything a model's __reduce__ may raise
+        raise CheckpointError(f"checkpoint {meta.model} v{meta.version}: the model does not pickle: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
+def _describe(meta: CheckpointMeta, state: ModelState, key_id: str) -> None:
     """Fill in what the header says about the state: counts, digest, metrics, versions."""
     meta.learned = state.learned
     meta.learned_digest = state.digest

@@ -40,6 +40,13 @@ class _Marker:
         return (open, (self.path, "w"))
 
 
+def test_a_model_that_does_not_pickle_is_a_checkpoint_error_naming_the_version() -> None:
+    state = ModelState.fresh("linear_model.LogisticRegression()")
+    state.model.unpicklable = lambda: None
+    with pytest.raises(CheckpointError, match=r"checkpoint m v3: the model does not pickle: "):
+        seal_record(state, CheckpointMeta("m", 3, {}), "k1", KEYS["k1"])
+
+
 def test_round_trip() -> None:
     ckpt = open_record(sealed(), KEYS)
     assert ckpt.meta.offsets == {"events:0": 5}
