@@ -387,8 +387,8 @@ class Learner:
 
     @property
     def writes_off_loop(self) -> bool:
-        """Whether checkpoints during the run are written off the loop: the first (and any of a
-        large model) by a forked child, which needs a store other processes can reach."""
+        """Whether checkpoints during the run are written off the loop. Some are written by a
+        forked child, which needs a store that other processes can reach."""
         return self.store.shared and hasattr(os, "fork")
 
     def checkpoint_due(self) -> bool:
@@ -535,7 +535,7 @@ class Learner:
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
         self.uncommitted = covered
-        how = "" if writer is None else " (forked)" if writer.pid else " (pickled in the loop)"
+        how = f" ({writer.kind})" if writer is not None else ""
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms%s%s, metrics %s",
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, how,
                  f" (then {waited * 1000:.1f} ms waiting for it to finish)" if waited else "",

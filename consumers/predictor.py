@@ -113,13 +113,14 @@ class Predictor:
         process_record(record, self.engine, self.publisher, self.fields, self.settings)
         self.positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
 
-    def commit(self, in_listener: bool = False) -> None:
-        """Flush, then commit what was published: at-least-once predictions."""
+    def commit(self, wait: bool = True) -> None:
+        """Flush, then commit what was published: at-least-once predictions (``wait``: for the
+        coordinator's answer; a rebalance listener cannot)."""
         assert self.publisher is not None and self.consumer is not None
         self.publisher.flush()
         assigned = self.consumer.assignment()
         commit(self.consumer, {tp: o for tp, o in self.positions.items() if tp in assigned},
-               wait=not in_listener)
+               wait=wait)
         self.last_commit = time.monotonic()
 
 
@@ -129,7 +130,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if revoked:
-            self.predictor.commit(in_listener=True)
+            self.predictor.commit(wait=False)
             for tp in revoked:
                 self.predictor.positions.pop(tp, None)
 
