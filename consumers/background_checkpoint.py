@@ -101,7 +101,7 @@ class BackgroundCheckpoint:
             self.outcome = self._write()
         except StreamLearnerError as exc:
             self.outcome = Outcome(error=exc)
-        except BaseException as exc:  # an OS error on a pipe: the loop must hear of it
+        except BaseException as exc:  # e.g. an OS error on a pipe: the loop must hear of it
             self.outcome = Outcome(error=CheckpointError(f"{self}: {exc}"))
         finally:
             self._done.set()
