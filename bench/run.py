@@ -38,7 +38,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumers.kafka_io import make_producer  # noqa: E402
+from consumers.kafka_io import make_consumer, make_producer, poll  # noqa: E402
 from stream_learner.config import Settings, env_var  # noqa: E402
 from tools.localstack import (  # noqa: E402
     KAFKA_VERSION,
@@ -95,32 +95,13 @@ def produce(bootstrap: str, topic: str, events: list[bytes]) -> None:
     producer.close()
 
 
-def bare_kafka(bootstrap: str, source: str, sink: str, count: int, producer_client: str = "kafka-python"
-               ) -> float:
-    """K: consume, decode, encode, produce, nothing else; kafka-python's consumer, and the
-    producer of ``producer_client``: kafka-python, or librdkafka's as the service uses it."""
+def bare_kafka(bootstrap: str, source: str, sink: str, count: int) -> float:
+    """K: consume, decode, encode, produce, nothing else, with kafka-python's clients."""
     consumer = KafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"bench-bare-{sink}",
                              auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=500)
-    if producer_client == "kafka-python":
-        # The best bare kafka-python loop we know how to write: 5 ms linger, 1 MiB batches.
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=KAFKA_PYTHON_LINGER_MS,
-                                 batch_size=KAFKA_PYTHON_BATCH_BYTES)
-        send = producer.send
-
-        def serve() -> None:
-            pass
-
-        def finish() -> None:
-            producer.flush()
-    else:
-        rd = make_producer(Settings(bootstrap_servers=bootstrap), "bench-bare")
-        send = rd.produce
-
-        def serve() -> None:
-            rd.poll(0)  # delivery reports
-
-        def finish() -> None:
-            rd.flush()
+    # The best bare kafka-python loop we know how to write: 5 ms linger, 1 MiB batches.
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=KAFKA_PYTHON_LINGER_MS,
+                             batch_size=KAFKA_PYTHON_BATCH_BYTES)
     seen = 0
     start = None
     while seen < count:
@@ -128,14 +109,36 @@ def bare_kafka(bootstrap: str, source: str, sink: str, count: int, producer_clie
             start = start or time.perf_counter()
             for r in records:
                 doc = json.loads(r.value)
-                send(sink, json.dumps({"id": doc["id"], "prediction": None}).encode())
+                producer.send(sink, json.dumps({"id": doc["id"], "prediction": None}).encode())
             seen += len(records)
-            serve()
-    finish()
+    producer.flush()
     elapsed = time.perf_counter() - (start or 0)
     consumer.close()
-    if producer_client == "kafka-python":
-        producer.close()
+    producer.close()
+    return count / elapsed
+
+
+def bare_service_clients(bootstrap: str, source: str, sink: str, count: int) -> float:
+    """K2: the same bare loop with librdkafka's consumer and producer, made as the service
+    makes them."""
+    settings = Settings(bootstrap_servers=bootstrap, group_id=f"bench-bare-{sink}")
+    consumer = make_consumer(settings, "serve")
+    consumer.subscribe([source])
+    producer = make_producer(settings, "bench-bare")
+    seen = 0
+    start = None
+    while seen < count:
+        records = poll(consumer, 500, 0.2)
+        if records:
+            start = start or time.perf_counter()
+            for r in records:
+                doc = json.loads(r.value() or b"")
+                producer.produce(sink, json.dumps({"id": doc["id"], "prediction": None}).encode())
+            seen += len(records)
+            producer.poll(0)  # delivery reports
+    producer.flush()
+    elapsed = time.perf_counter() - (start or 0)
+    consumer.close()
     return count / elapsed
 
 
@@ -422,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             produce(bootstrap, "bench.live2", events)
             k_eps = bare_kafka(bootstrap, "bench.events", "bench.bare.out", n)
             print(f"  K bare kafka-python loop  {k_eps:10.0f} events/s", flush=True)
-            k2_eps = bare_kafka(bootstrap, "bench.events", "bench.bare2.out", n, "librdkafka")
+            k2_eps = bare_service_clients(bootstrap, "bench.events", "bench.bare2.out", n)
             print(f"  K2 bare loop, the service's clients {k2_eps:.0f} events/s "
                   "(kafka-python consumer, librdkafka producer)", flush=True)
 

@@ -8,12 +8,9 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import confluent_kafka as rdkafka
-from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from stream_learner.config import Settings
 from stream_learner.engine import Engine
@@ -35,94 +32,99 @@ BROKER_WAIT_S = 10.0  # for a first answer from the cluster, before sending anyt
 QUEUED_MESSAGES = 1_000_000
 
 
-# Our auth/TLS setting -> its name for kafka-python (the consumers) and for librdkafka (the producer).
+# Our auth/TLS setting -> its name for librdkafka.
 _SECURITY_NAMES = {
-    "security_protocol": ("security_protocol", "security.protocol"),
-    "sasl_mechanism": ("sasl_mechanism", "sasl.mechanism"),
-    "sasl_username": ("sasl_plain_username", "sasl.username"),
-    "sasl_password": ("sasl_plain_password", "sasl.password"),
-    "ssl_cafile": ("ssl_cafile", "ssl.ca.location"),
+    "security_protocol": "security.protocol",
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_username": "sasl.username",
+    "sasl_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
 }
 
 
-def security_options(settings: Settings, client: Literal["kafka-python", "librdkafka"] = "kafka-python"
-                     ) -> dict[str, Any]:
-    """The Kafka auth/TLS settings as they are, in the client's names: the protocol always, the
+def security_options(settings: Settings) -> dict[str, Any]:
+    """The Kafka auth/TLS settings as they are, in librdkafka's names: the protocol always, the
     SASL settings with a mechanism, the CA file when given."""
     wanted = ["security_protocol"]
     if settings.sasl_mechanism:
         wanted += ["sasl_mechanism", "sasl_username", "sasl_password"]
     if settings.ssl_cafile:
         wanted.append("ssl_cafile")
-    column = 0 if client == "kafka-python" else 1
-    return {_SECURITY_NAMES[name][column]: getattr(settings, name) for name in wanted}
+    return {_SECURITY_NAMES[name]: getattr(settings, name) for name in wanted}
 
 
-def make_consumer(settings: Settings, mode: str) -> KafkaConsumer:
+def make_consumer(settings: Settings, mode: str) -> rdkafka.Consumer:
+    """librdkafka's consumer (confluent-kafka) in the service's group for ``mode``: it fetches
+    and parses in threads of its own, outside the GIL (~2 us of the loop a record, against ~25
+    with kafka-python's; docs/performance.md). Offsets are committed only by us.
+    A learner's partitions say when they are read to their end (``PARTITION_EOF``), for the
+    event-time merge. Rebalance callbacks run inside ``poll``/``consume``, on the loop's thread.
+    Construction does no network I/O."""
+    return _consumer(settings, {
+        "group.id": settings.consumer_group(mode),
+        "client.id": f"stream-learner-{mode}",
+        "auto.offset.reset": settings.start_from,
+        "enable.partition.eof": mode == "learn",
+        # A topic subscribed to before it exists is created, as with kafka-python's consumer.
+        "allow.auto.create.topics": True,
+        # A seek (rewind) waits for the fetch in flight: keep its wait short.
+        "fetch.wait.max.ms": 100,
+        "session.timeout.ms": int(settings.session_timeout * 1000),
+        "heartbeat.interval.ms": max(100, int(settings.session_timeout * 1000) // 4),
+        "on_commit": _log_commit_failure,
+    })
+
+
+def make_reader(settings: Settings) -> rdkafka.Consumer:
+    """A consumer that only reads what it is assigned, to its end: it joins no group and
+    commits nothing (librdkafka wants a group id all the same)."""
+    return _consumer(settings, {
+        "group.id": f"{settings.consumer_group('learn')}.reader",
+        "client.id": "stream-learner-reader",
+        "enable.partition.eof": True,
+    })
+
+
+def _consumer(settings: Settings, config: dict[str, Any]) -> rdkafka.Consumer:
     try:
-        consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers.split(","),
-            group_id=settings.consumer_group(mode),
-            enable_auto_commit=False,
-            auto_offset_reset=settings.start_from,
-            max_poll_records=settings.max_poll_records,
-            # A seek (rewind, revocation) waits for the fetch in flight: keep its wait short.
-            fetch_max_wait_ms=100,
-            session_timeout_ms=int(settings.session_timeout * 1000),
-            heartbeat_interval_ms=max(100, int(settings.session_timeout * 1000) // 4),
-            client_id=f"stream-learner-{mode}",
+        return rdkafka.Consumer({
+            "bootstrap.servers": settings.bootstrap_servers,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "logger": log,
+            **config,
             **security_options(settings),
-        )
-    except KafkaError as exc:
-        raise StreamLearnerError(f"--bootstrap-servers {settings.bootstrap_servers}: {exc}") from None
-    _keep_rejoin_until_joined(consumer)
-    _return_what_was_fetched(consumer)
-    return consumer
+        })
+    except rdkafka.KafkaException as exc:
+        raise StreamLearnerError(f"Kafka consumer: {exc.args[0].str()}") from None
 
 
-def _keep_rejoin_until_joined(consumer: KafkaConsumer) -> None:
-    """Make a rejoin caused by new partitions last until the join completes.
+def poll(consumer: rdkafka.Consumer, max_records: int, timeout: float) -> list[rdkafka.Message]:
+    """What has arrived, up to ``max_records``, waiting up to ``timeout`` seconds for the first:
+    records, and ``PARTITION_EOF`` markers (``is_eof``). Other errors are logged, or raised as
+    ``StreamLearnerError`` when librdkafka calls them fatal. (``consume`` alone would wait for a
+    whole batch.)"""
+    messages = consumer.consume(max_records, 0)
+    if not messages:
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        messages = [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+    if any(m.error() is not None and not is_eof(m) for m in messages):
+        for m in messages:
+            error = m.error()
+            if error is not None and not is_eof(m):
+                if error.fatal():
+                    raise StreamLearnerError(f"Kafka consumer: {error.str()}")
+                log.warning("Kafka consumer: %s", error.str())
+        messages = [m for m in messages if m.error() is None or is_eof(m)]
+    return messages
 
-    kafka-python (3.0.12) rejoins when the partitions it assigned as leader differ from the
-    metadata, and stops wanting to once it has assigned again, before its SyncGroup returns. A
-    poll that times out in between leaves the join unfinished for good: the leader keeps its
-    place in the group with no partitions. Every other reason to rejoin stays set until the
-    join completes; this makes that one do the same.
-    """
-    coordinator = consumer._coordinator
-    wants_rejoin = coordinator.need_rejoin
 
-    def need_rejoin() -> bool:
-        if wants_rejoin():
-            coordinator.request_rejoin()  # cleared by kafka-python once the join completes
-            return True
-        return False
-
-    coordinator.need_rejoin = need_rejoin
-
-
-def _return_what_was_fetched(consumer: KafkaConsumer) -> None:
-    """Make ``poll()`` return records that arrived while it looked for work, not sleep on them.
-
-    kafka-python (3.0.12) drains its buffer, then sends the next fetches through its IO
-    thread, which may first take in the response of the fetch in flight and then drop that
-    (now done) fetch from the ones to wait on. With nothing left to wait on, ``poll()`` takes
-    itself for idle and sleeps ``retry_backoff_ms`` (100 ms) with the records buffered: at
-    10,000 events/s, 15 such stalls in 13 s took the learner's p99 latency to ~200 ms. When it
-    says idle with records buffered, this drains them at once.
-    """
-    fetcher = consumer._fetcher
-    fetch_records = fetcher.fetch_records
-
-    def fetch_buffered_first(max_records: int | None = None, update_offsets: bool = True,
-                             timeout_ms: float | None = None) -> tuple[dict[Any, list[Any]], bool]:
-        records, idle = fetch_records(max_records, update_offsets=update_offsets, timeout_ms=timeout_ms)
-        if idle and not records and fetcher._completed_fetches:
-            records, _ = fetcher.fetched_records(max_records, update_offsets=update_offsets)
-            return records, False
-        return records, idle
-
-    fetcher.fetch_records = fetch_buffered_first
+def is_eof(message: rdkafka.Message) -> bool:
+    """The marker of a partition read to its end (the broker holds nothing more of it now)."""
+    error = message.error()
+    return error is not None and error.code() == rdkafka.KafkaError._PARTITION_EOF
 
 
 def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdkafka.Producer:
@@ -140,7 +142,7 @@ def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdka
             "queue.buffering.max.messages": QUEUED_MESSAGES,
             "partitioner": "murmur2_random",  # a key's partition as Java and kafka-python compute it
             "logger": log,
-            **security_options(settings, "librdkafka"),
+            **security_options(settings),
         })
     except rdkafka.KafkaException as exc:
         raise StreamLearnerError(f"Kafka producer: {exc.args[0].str()}") from None
@@ -262,11 +264,11 @@ class Publisher:
         self.producer.flush(10)
 
 
-def process_record(record: Any, engine: Engine, publisher: Publisher, fields: FieldNames,
-                   settings: Settings) -> None:
+def process_record(record: rdkafka.Message, engine: Engine, publisher: Publisher,
+                   fields: FieldNames, settings: Settings) -> None:
     """Decode, predict (and learn), publish the prediction or the dead letter."""
-    source = Source(record.topic, record.partition, record.offset, record.timestamp)
-    raw = record.value or b""
+    source = source_of(record)
+    raw = record.value() or b""
     try:
         event = decode_event(raw, source, fields, engine.state.task, settings.max_event_bytes,
                              settings.max_abs_value)
@@ -277,29 +279,37 @@ def process_record(record: Any, engine: Engine, publisher: Publisher, fields: Fi
         publisher.prediction(event.key or event.id, prediction)
 
 
-def commit(consumer: KafkaConsumer, offsets: dict[TopicPartition, int], *, wait: bool) -> None:
-    """Commit offsets to Kafka; a failure only logs (the next commit covers it).
+def source_of(record: rdkafka.Message) -> Source:
+    return Source(record.topic() or "", record.partition() or 0, record.offset() or 0,
+                  record.timestamp()[1])
+
+
+def commit(consumer: rdkafka.Consumer, offsets: dict[tuple[str, int], int], *, wait: bool) -> None:
+    """Commit offsets ((topic, partition) -> next offset) to Kafka; a failure only logs (the
+    next commit covers it).
 
     ``wait``: block until the group coordinator answers, as at shutdown. Otherwise the commit is
     sent and the caller goes on: a learner's timer does not hold its loop for the round trip
-    (~10 ms), and a rebalance listener runs on kafka-python's IO thread, where a blocking commit
-    is refused.
+    (~10 ms); the answer comes to ``_log_commit_failure`` in a later poll.
     """
     if not offsets:
         return
-    payload = {tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
+    payload = [rdkafka.TopicPartition(t, p, o) for (t, p), o in offsets.items()]
     if not wait:
-        consumer.commit_async(payload, callback=_log_commit_failure)
+        consumer.commit(offsets=payload, asynchronous=True)
         return
     try:
-        consumer.commit(payload)
-    except KafkaError as exc:
-        log.warning("offset commit failed: %s", exc)
+        answered = consumer.commit(offsets=payload, asynchronous=False)
+    except rdkafka.KafkaException as exc:
+        log.warning("offset commit failed: %s", exc.args[0].str())
+        return
+    _log_commit_failure(None, answered)
 
 
-def _log_commit_failure(_offsets: Any, response: Any) -> None:
-    if isinstance(response, BaseException):
-        log.warning("offset commit failed: %s", response)
+def _log_commit_failure(error: rdkafka.KafkaError | None, partitions: list[rdkafka.TopicPartition]) -> None:
+    failed = [f"{tp.topic}/{tp.partition}: {tp.error.str()}" for tp in partitions if tp.error]
+    if error is not None or failed:
+        log.warning("offset commit failed: %s", error.str() if error is not None else "; ".join(failed))
 
 
 def stop_on_signals() -> threading.Event:

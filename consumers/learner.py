@@ -25,9 +25,8 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+import confluent_kafka as rdkafka
 
 from consumers import crashpoints
 from consumers.background_checkpoint import (
@@ -36,7 +35,16 @@ from consumers.background_checkpoint import (
     Outcome,
     PickledCheckpoint,
 )
-from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, security_options
+from consumers.kafka_io import (
+    BROKER_WAIT_S,
+    Publisher,
+    commit,
+    make_consumer,
+    make_producer,
+    make_reader,
+    poll,
+    source_of,
+)
 from consumers.ordering import EventTimeMerge
 from stream_learner.checkpoint import CheckpointMeta, open_record, seal_record, tp_key
 from stream_learner.config import Settings
@@ -48,7 +56,7 @@ from stream_learner.errors import (
     StoreUnavailable,
     StreamLearnerError,
 )
-from stream_learner.events import FieldNames, Source, check_label, decode_event, decode_label
+from stream_learner.events import FieldNames, check_label, decode_event, decode_label
 from stream_learner.pending import PendingLabels
 from stream_learner.store import ModelStore
 
@@ -146,10 +154,10 @@ class Learner:
         self.token = 0
         self.background: _InFlight | None = None
         self.last_bytes: int | None = None  # the last background checkpoint's size
-        self.listener_error: StreamLearnerError | None = None
+        self.closing = False  # the consumer's close revokes its partitions: no checkpoint then
         self.state: ModelState | None = None
         self.engine: Engine | None = None
-        self.consumer: KafkaConsumer | None = None
+        self.consumer: rdkafka.Consumer | None = None
         self.publisher: Publisher | None = None
 
     # -- ownership --------------------------------------------------------------------------
@@ -205,46 +213,46 @@ class Learner:
         configure_labels(state, s)
         self.engine = Engine(state, model_name=s.model, mode="learn", version=self.version)
 
-    def _reader(self) -> tuple[KafkaConsumer, list[TopicPartition]]:
-        s = self.settings
-        reader = KafkaConsumer(bootstrap_servers=s.bootstrap_servers.split(","), group_id=None,
-                               enable_auto_commit=False, **security_options(s))
-        partitions = reader.partitions_for_topic(s.predictions_topic) or set()
-        return reader, [TopicPartition(s.predictions_topic, p) for p in sorted(partitions)]
-
     def predictions_positions(self) -> dict[str, int]:
         """Where each partition of the predictions topic ends now."""
-        reader, tps = self._reader()
+        reader = make_reader(self.settings)
         try:
-            return {tp_key(tp.topic, tp.partition): o for tp, o in reader.end_offsets(tps).items()}
+            topic = self.settings.predictions_topic
+            return {tp_key(topic, p): end for p, end in self._ends(reader).items()}
         finally:
             reader.close()
+
+    def _ends(self, reader: rdkafka.Consumer) -> dict[int, int]:
+        """Partition -> end offset of the predictions topic (none while it does not exist)."""
+        topic = self.settings.predictions_topic
+        try:
+            found = reader.list_topics(topic, timeout=BROKER_WAIT_S).topics[topic]
+            return {p: reader.get_watermark_offsets(rdkafka.TopicPartition(topic, p),
+                                                    timeout=BROKER_WAIT_S)[1]
+                    for p in sorted(found.partitions)}
+        except rdkafka.KafkaException as exc:
+            raise StreamLearnerError(f"--predictions-topic {topic}: {exc.args[0].str()}") from None
 
     def recover_published(self) -> None:
         """Find the predictions already published after the checkpoint, so a replay does not
         publish them twice: read the predictions topic from the checkpoint's positions."""
-        reader, tps = self._reader()
+        reader = make_reader(self.settings)
         try:
-            if not tps:
+            topic = self.settings.predictions_topic
+            ends = self._ends(reader)
+            start = {p: self.published.get(tp_key(topic, p), 0) for p in ends}
+            pending = {p: end for p, end in ends.items() if start[p] < end}
+            if not pending:
                 return
-            ends = reader.end_offsets(tps)
-            reader.assign(tps)
-            pending = {}
-            for tp in tps:
-                start = self.published.get(tp_key(tp.topic, tp.partition), 0)
-                if start < ends[tp]:
-                    reader.seek(tp, start)
-                    pending[tp] = ends[tp]
-                else:
-                    reader.pause(tp)
+            reader.assign([rdkafka.TopicPartition(topic, p, start[p]) for p in pending])
             deadline = time.monotonic() + 60
             while pending and time.monotonic() < deadline:
-                for tp, records in reader.poll(timeout_ms=200).items():
-                    for r in records:
-                        self._note_published(r.value)
-                    if records and records[-1].offset + 1 >= pending.get(tp, 0):
-                        pending.pop(tp, None)
-                        reader.pause(tp)
+                for m in poll(reader, 500, 0.2):
+                    partition, offset = m.partition() or 0, m.offset() or 0
+                    if m.error() is None:
+                        self._note_published(m.value())
+                    if m.error() is not None or offset + 1 >= pending.get(partition, 0):
+                        pending.pop(partition, None)  # read to its end, or to where it ended
             if self.recovered:
                 log.info("%d predictions after v%d are already published; a replay skips them",
                          len(self.recovered), self.version)
@@ -280,14 +288,15 @@ class Learner:
                     self.checkpoint("initial", force=True)
                 else:
                     self.recover_published()
-                self.merge = EventTimeMerge(self.consumer)
+                self.merge = EventTimeMerge()
                 topics = [self.settings.events_topic, *([self.settings.labels_topic] if self.labels else [])]
-                self.consumer.subscribe(topics, listener=_Rebalance(self))
+                self.consumer.subscribe(topics, on_assign=self.on_assign, on_revoke=self.on_revoke)
                 self.loop(stop)
             finally:
                 if self.background is not None:  # the loop failed: its child must not write
                     self.background.writer.abort()
-                self.consumer.close(autocommit=False)
+                self.closing = True
+                self.consumer.close()
                 self.publisher.close()
         finally:
             try:
@@ -303,16 +312,8 @@ class Learner:
         assert self.consumer is not None and self.merge is not None
         while not stop.is_set():
             self.renew_lease()
-            batch = self.consumer.poll(timeout_ms=100)
-            # kafka-python returns one partition's fetch at a time: take what else has arrived,
-            # so the merge sees every partition's records before ordering them.
-            extra = len(self.consumer.assignment()) - 1
-            while batch and self.listener_error is None:
-                self.merge.add(batch)
-                batch = self.consumer.poll(timeout_ms=0) if extra > 0 and not self.merge.full else {}
-                extra -= 1
-            if self.listener_error is not None:
-                raise self.listener_error
+            # Rebalance callbacks (on_assign, on_revoke) run in here, and their errors come out.
+            self.merge.add(poll(self.consumer, self.settings.max_poll_records, 0.1))
             try:
                 for record in self.merge.drain():
                     self.handle(record)
@@ -330,21 +331,21 @@ class Learner:
         self.checkpoint("shutdown")
         self.commit_offsets(wait=True)
 
-    def handle(self, record: Any) -> None:
+    def handle(self, record: rdkafka.Message) -> None:
         assert self.engine is not None and self.publisher is not None
-        offset = record.offset
-        where = (record.topic, record.partition, offset)
-        tpk = tp_key(record.topic, record.partition)
+        source = source_of(record)
+        topic, offset = source.topic, source.offset
+        where = (topic, source.partition, offset)
+        tpk = tp_key(topic, source.partition)
         if tpk not in self.offsets and tpk not in self.first_seen:
             self.first_seen[tpk] = offset
-        source = Source(record.topic, record.partition, offset, record.timestamp)
-        raw = record.value or b""
+        raw = record.value() or b""
         poison = self.poisoned.get(where) if self.poisoned else None
         try:
             if poison is not None:
                 raise poison
             s = self.settings
-            if self.labels and record.topic == s.labels_topic:
+            if self.labels and topic == s.labels_topic:
                 self.engine.label(decode_label(raw, source, self.fields, self.engine.state.task,
                                                s.max_event_bytes, s.max_abs_value))
                 prediction = None
@@ -383,7 +384,7 @@ class Learner:
             key = tp_key(tp.topic, tp.partition)
             offset = self.offsets.get(key, self.first_seen.get(key))
             if offset is not None:
-                self.consumer.seek(tp, offset)
+                self.consumer.seek(rdkafka.TopicPartition(tp.topic, tp.partition, offset))
 
     @property
     def writes_off_loop(self) -> bool:
@@ -550,47 +551,29 @@ class Learner:
         covered = self.uncommitted
         if covered is None:
             return
-        offsets = {tp: covered[k] for tp in self.consumer.assignment()
+        offsets = {(tp.topic, tp.partition): covered[k] for tp in self.consumer.assignment()
                    if (k := tp_key(tp.topic, tp.partition)) in covered}
         commit(self.consumer, offsets, wait=wait)
         self.uncommitted = None
         self.last_commit = time.monotonic()
 
-    def seek(self, partitions: list[TopicPartition]) -> None:
-        """Position each assigned partition at the checkpoint's offset, or at start_from."""
-        assert self.consumer is not None
-        if self.merge is not None:
-            self.merge.clear()
-        fresh = []
+    def on_assign(self, consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
+        """Start each assigned partition at the checkpoint's offset, or at start_from."""
+        assert self.merge is not None
+        fresh = rdkafka.OFFSET_BEGINNING if self.settings.start_from == "earliest" else rdkafka.OFFSET_END
         for tp in partitions:
-            offset = self.offsets.get(tp_key(tp.topic, tp.partition))
-            if offset is None:
-                fresh.append(tp)
-            else:
-                self.consumer.seek(tp, offset)
-        if fresh:
-            if self.settings.start_from == "earliest":
-                self.consumer.seek_to_beginning(*fresh)
-            else:
-                self.consumer.seek_to_end(*fresh)
+            tp.offset = self.offsets.get(tp_key(tp.topic, tp.partition), fresh)
+        consumer.assign(partitions)
+        self.merge.assign((tp.topic, tp.partition) for tp in partitions)
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Runs on kafka-python's IO thread: errors are handed to the loop, not raised here."""
-
-    def __init__(self, learner: Learner) -> None:
-        self.learner = learner
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if revoked and self.learner.listener_error is None:
+    def on_revoke(self, _consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
+        """Checkpoint what was learned from the partitions before they go; what is buffered
+        and not learned is read again by whoever owns them next."""
+        assert self.merge is not None
+        if partitions and not self.closing:
             if crashpoints.ARMED:
                 crashpoints.hit("in_revocation")
-            try:
-                self.learner.checkpoint("revocation")
-                self.learner.commit_offsets(wait=False)
-            except StreamLearnerError as exc:
-                self.learner.listener_error = exc
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.learner.seek(assigned)
+            self.checkpoint("revocation")
+            self.commit_offsets(wait=False)
+        self.merge.assign(())

@@ -13,25 +13,46 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+Partition = tuple[str, int]  # (topic, partition)
 
 
 class EventTimeMerge:
-    def __init__(self, consumer: KafkaConsumer, max_wait: float = 2.0, max_buffered: int = 20_000) -> None:
-        self.consumer = consumer
+    """Records (librdkafka messages) in, in event-time order out.
+
+    A partition counts as read to its end from its ``PARTITION_EOF`` marker until its next
+    record: the consumer emits the marker whenever a fetch finds nothing more, after the
+    records that fetch returned. ``assign`` is told the partitions the consumer owns."""
+
+    def __init__(self, max_wait: float = 2.0, max_buffered: int = 20_000) -> None:
         self.max_wait = max_wait
         self.max_buffered = max_buffered
-        self.buffers: dict[TopicPartition, deque[Any]] = {}
+        self.assigned: set[Partition] = set()
+        self.buffers: dict[Partition, deque[Any]] = {}
+        self.at_end: set[Partition] = set()
         self.buffered = 0
         self.waiting_since: float | None = None
 
-    def add(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        for tp, records in batch.items():
-            if records:
-                self.buffers.setdefault(tp, deque()).extend(records)
-                self.buffered += len(records)
+    def assign(self, partitions: Iterable[Partition]) -> None:
+        """The consumer owns these now (and each starts afresh at a position of its own)."""
+        self.assigned = set(partitions)
+        self.at_end.clear()
+        self.clear()
+
+    def add(self, messages: list[Any]) -> None:
+        for m in messages:
+            where = (m.topic(), m.partition())
+            if m.error() is not None:  # the consumer passes on only PARTITION_EOF markers
+                self.at_end.add(where)
+                continue
+            buf = self.buffers.get(where)
+            if buf is None:
+                buf = self.buffers[where] = deque()
+            buf.append(m)
+            self.at_end.discard(where)
+            self.buffered += 1
 
     @property
     def full(self) -> bool:
@@ -43,25 +64,19 @@ class EventTimeMerge:
         self.buffered = 0
         self.waiting_since = None
 
-    def _lagging(self, tp: TopicPartition) -> bool:
-        """Nothing buffered, but the broker holds more than the consumer has returned."""
-        highwater = self.consumer.highwater(tp)
-        return highwater is None or self.consumer.position(tp) < highwater  # None: not fetched yet
-
-    def drain(self) -> Any:
+    def drain(self) -> Iterator[Any]:
         """Yield records in timestamp order while that order is certain (or waited for enough)."""
-        assigned = self.consumer.assignment()  # changes only inside poll(), not while draining
-        if len(assigned) <= 1:  # one partition: its own order, no choice to make per record
+        if len(self.assigned) <= 1:  # one partition: its own order, no choice to make per record
             for buf in self.buffers.values():
                 while buf:
                     self.buffered -= 1
                     yield buf.popleft()
             return
-        # Positions move only inside poll(): whether an empty partition lags is asked once per
-        # drain, and again only of a partition this drain empties.
-        lagging = any(self._lagging(tp) for tp in assigned if not self.buffers.get(tp))
+        # A partition with nothing buffered that is not read to its end may hold an earlier
+        # record: asked once per drain, and again only of a partition this drain empties.
+        lagging = any(p not in self.at_end for p in self.assigned if not self.buffers.get(p))
         while True:
-            ready = [tp for tp, buf in self.buffers.items() if buf]
+            ready = [p for p, buf in self.buffers.items() if buf]
             if not ready:
                 return
             # Past max_wait, or past max_buffered (memory wins over order), go on without the
@@ -73,10 +88,10 @@ class EventTimeMerge:
                     return
             else:
                 self.waiting_since = None
-            tp = min(ready, key=lambda t: (self.buffers[t][0].timestamp, t.topic, t.partition))
-            buf = self.buffers[tp]
+            p = min(ready, key=lambda q: (self.buffers[q][0].timestamp()[1], q))
+            buf = self.buffers[p]
             self.buffered -= 1
             record = buf.popleft()
             if not buf:
-                lagging = lagging or self._lagging(tp)
+                lagging = lagging or p not in self.at_end
             yield record

@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+import confluent_kafka as rdkafka
 
-from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, process_record
+from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, poll, process_record
 from consumers.learner import field_names, signing_keys
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
@@ -34,9 +33,10 @@ class Predictor:
         self.fields = field_names(settings)
         self.keys = signing_keys(settings)
         self.engine: Engine | None = None
-        self.consumer: KafkaConsumer | None = None
+        self.consumer: rdkafka.Consumer | None = None
         self.publisher: Publisher | None = None
-        self.positions: dict[TopicPartition, int] = {}
+        self.positions: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
+        self.closing = False  # the consumer's close revokes its partitions: committed already
         self.refused: set[int] = set()
         self.last_commit = time.monotonic()
 
@@ -92,47 +92,42 @@ class Predictor:
         self.load(self.settings.pin_version, stop)
         self.consumer = make_consumer(self.settings, "serve")
         self.publisher = Publisher(make_producer(self.settings, "stream-learner-serve"), self.settings)
-        self.consumer.subscribe([self.settings.events_topic], listener=_Rebalance(self))
+        self.consumer.subscribe([self.settings.events_topic], on_assign=self.on_assign,
+                                 on_revoke=self.on_revoke)
         try:
             while not stop.is_set():
-                batch = self.consumer.poll(timeout_ms=200)
-                for records in batch.values():
-                    for record in records:
-                        self.handle(record)
+                for record in poll(self.consumer, self.settings.max_poll_records, 0.2):
+                    self.handle(record)
                 self.publisher.reap()  # drop the acknowledged sends as they come
                 if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                     self.commit()
                 self.maybe_reload()
             self.commit()
         finally:
-            self.consumer.close(autocommit=False)
+            self.closing = True
+            self.consumer.close()
             self.publisher.close()
 
-    def handle(self, record: Any) -> None:
+    def handle(self, record: rdkafka.Message) -> None:
         assert self.engine is not None and self.publisher is not None
         process_record(record, self.engine, self.publisher, self.fields, self.settings)
-        self.positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        self.positions[(record.topic() or "", record.partition() or 0)] = (record.offset() or 0) + 1
 
     def commit(self, wait: bool = True) -> None:
         """Flush, then commit what was published: at-least-once predictions (``wait``: for the
-        coordinator's answer; a rebalance listener cannot)."""
+        coordinator's answer)."""
         assert self.publisher is not None and self.consumer is not None
         self.publisher.flush()
-        assigned = self.consumer.assignment()
-        commit(self.consumer, {tp: o for tp, o in self.positions.items() if tp in assigned},
-               wait=wait)
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        commit(self.consumer, {k: o for k, o in self.positions.items() if k in assigned}, wait=wait)
         self.last_commit = time.monotonic()
 
+    def on_assign(self, _consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
+        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, predictor: Predictor) -> None:
-        self.predictor = predictor
-
-    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        if revoked:
-            self.predictor.commit(wait=False)
-            for tp in revoked:
-                self.predictor.positions.pop(tp, None)
-
-    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in assigned))
+    def on_revoke(self, _consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
+        """Commit what was published before the partitions go to another predictor."""
+        if partitions and not self.closing:
+            self.commit()
+        for tp in partitions:
+            self.positions.pop((tp.topic, tp.partition), None)
