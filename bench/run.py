@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  K bare kafka-python loop  {k_eps:10.0f} events/s", flush=True)
             k2_eps = bare_service_clients(bootstrap, "bench.events", "bench.bare2.out", n)
             print(f"  K2 bare loop, the service's clients {k2_eps:.0f} events/s "
-                  "(kafka-python consumer, librdkafka producer)", flush=True)
+                  "(librdkafka consumer and producer, as the service makes them)", flush=True)
 
             learn = Settings(**{**vars(base), "events_topic": "bench.events", "model": "bench",
                                 "predictions_topic": "bench.learn.out"})
