@@ -55,6 +55,10 @@ KAFKA_PYTHON_LINGER_MS = 5
 # The load generator sleeps only when it is this far ahead, then sends what is due: ~1,000
 # wakeups a second instead of one per event, on the cores the learner and the broker share.
 GENERATOR_TICK_S = 0.001
+# The latency phase's probe of the machine: it sleeps STALL_PROBE_S at a time and counts the
+# wakeups more than STALL_MS late.
+STALL_PROBE_S = 0.002
+STALL_MS = 10
 
 CHECKPOINT_MODELS = {
     "logreg": "preprocessing.StandardScaler() | linear_model.LogisticRegression()",
@@ -298,11 +302,16 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     learner = spawn("learn", s, log)
     _wait_for_log(log, "assigned", 60)
     count = max(1, int(rate * (warmup + seconds)))
-    generator = multiprocessing.get_context("spawn").Process(
-        target=offer, args=(bootstrap, topic, dataset, rate, count))
+    context = multiprocessing.get_context("spawn")
+    probe_done, stalls_file = context.Event(), workdir / "stalls.json"
+    probe = context.Process(target=stall_probe, args=(probe_done, stalls_file))
+    probe.start()
+    generator = context.Process(target=offer, args=(bootstrap, topic, dataset, rate, count))
     generator.start()
     generator.join()
     _, _, predictions = output_span(bootstrap, s.predictions_topic, count, timeout=120)
+    probe_done.set()
+    probe.join()
     _, _, events = output_span(bootstrap, topic, count, timeout=10)
     stop(learner)
     if any(r.timestamp_type != 1 for r in predictions):
@@ -311,10 +320,29 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     sent = {json.loads(r.value)["id"]: r.timestamp for r in events[int(rate * warmup):]}
     arrived = {json.loads(r.value)["id"]: r.timestamp for r in predictions}
     delays = sorted((arrived[i] - t) / 1000 for i, t in sent.items())
+    measured_from, measured_to = min(sent.values()) / 1000, max(arrived.values()) / 1000
+    stalls = [ms for t, ms in json.loads(stalls_file.read_text()) if measured_from <= t <= measured_to]
     return {"offered_eps": round(rate), "warmup_s": warmup, "samples": len(delays),
             "p50_ms": round(1000 * statistics.median(delays), 2),
             "p99_ms": round(1000 * _quantile(delays, 0.99), 2),
-            "max_ms": round(1000 * delays[-1], 2)}
+            "max_ms": round(1000 * delays[-1], 2),
+            "machine_stalls": {"over_ms": STALL_MS, "count": len(stalls),
+                               "max_ms": max(stalls, default=0.0)}}
+
+
+def stall_probe(done: Any, out: Path) -> None:
+    """Stalls of the machine itself, in a process of its own that sleeps 2 ms at a time and
+    notes each wakeup later than ``STALL_MS`` (when, and how late): it needs ~1 % of a core,
+    so a late wakeup means that nothing of ours could run either (on a shared virtual
+    machine, a neighbour's). Written to ``out`` as JSON once ``done`` is set."""
+    late = []
+    while not done.is_set():
+        before = time.time()
+        time.sleep(STALL_PROBE_S)
+        behind = time.time() - before - STALL_PROBE_S
+        if behind > STALL_MS / 1000:
+            late.append((before, round(1000 * behind, 1)))
+    out.write_text(json.dumps(late))
 
 
 def _wait_for_log(path: Path, text: str, timeout: float) -> float:
@@ -455,8 +483,10 @@ def main(argv: list[str] | None = None) -> int:
 
             lat = latency(base, bootstrap, args.dataset, s_eps / 2, args.latency_seconds,
                           args.latency_warmup, work)
+            stalls = lat["machine_stalls"]
             print(f"  latency at {lat['offered_eps']}/s       p50 {lat['p50_ms']} ms, "
-                  f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms", flush=True)
+                  f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; meanwhile {stalls['count']} "
+                  f"machine stalls over {STALL_MS} ms, the longest {stalls['max_ms']} ms", flush=True)
 
             costs = []
             for name, spec in CHECKPOINT_MODELS.items():

@@ -22,6 +22,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
                                                                results["bare_service_clients_eps"])
     latency = results["latency"]
     assert latency["samples"] > 0 and 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    stalls = latency["machine_stalls"]
+    assert stalls["count"] >= 0 and (stalls["max_ms"] > stalls["over_ms"]) == (stalls["count"] > 0)
     names = [c["name"] for c in results["checkpoints"]]
     assert names == ["logreg", "hoeffding_tree", "arf10"]
     for cost in results["checkpoints"]:
