@@ -55,8 +55,9 @@ def security_options(settings: Settings) -> dict[str, Any]:
 
 def make_consumer(settings: Settings, mode: str) -> rdkafka.Consumer:
     """librdkafka's consumer (confluent-kafka) in the service's group for ``mode``: it fetches
-    and parses in threads of its own, outside the GIL (~2 us of the loop a record, against ~25
-    with kafka-python's; docs/performance.md). Offsets are committed only by us.
+    and parses in threads of its own, outside the GIL: polling and ordering cost the learner's
+    loop ~1 us a record, where kafka-python's poll took ~15 us (docs/performance.md, item 17).
+    Offsets are committed only by us.
     A learner's partitions say when they are read to their end (``PARTITION_EOF``), for the
     event-time merge. Rebalance callbacks run inside ``poll``/``consume``, on the loop's thread.
     Construction does no network I/O."""
@@ -101,7 +102,7 @@ def _consumer(settings: Settings, config: dict[str, Any]) -> rdkafka.Consumer:
 
 def poll(consumer: rdkafka.Consumer, max_records: int, timeout: float) -> list[rdkafka.Message]:
     """What has arrived, up to ``max_records``, waiting up to ``timeout`` seconds for the first:
-    records, and ``PARTITION_EOF`` markers (``is_eof``). Other errors are logged, or raised as
+    records, and ``PARTITION_EOF`` markers. Other errors are logged, or raised as
     ``StreamLearnerError`` when librdkafka calls them fatal. (``consume`` alone would wait for a
     whole batch.)"""
     messages = consumer.consume(max_records, 0)
@@ -110,21 +111,16 @@ def poll(consumer: rdkafka.Consumer, max_records: int, timeout: float) -> list[r
         if first is None:
             return []
         messages = [first, *consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
-    if any(m.error() is not None and not is_eof(m) for m in messages):
-        for m in messages:
-            error = m.error()
-            if error is not None and not is_eof(m):
-                if error.fatal():
-                    raise StreamLearnerError(f"Kafka consumer: {error.str()}")
-                log.warning("Kafka consumer: %s", error.str())
-        messages = [m for m in messages if m.error() is None or is_eof(m)]
+    failed = [(m, e) for m in messages
+              if (e := m.error()) is not None and e.code() != rdkafka.KafkaError._PARTITION_EOF]
+    for _, error in failed:
+        if error.fatal():
+            raise StreamLearnerError(f"Kafka consumer: {error.str()}")
+        log.warning("Kafka consumer: %s", error.str())
+    if failed:
+        dropped = {id(m) for m, _ in failed}
+        messages = [m for m in messages if id(m) not in dropped]
     return messages
-
-
-def is_eof(message: rdkafka.Message) -> bool:
-    """The marker of a partition read to its end (the broker holds nothing more of it now)."""
-    error = message.error()
-    return error is not None and error.code() == rdkafka.KafkaError._PARTITION_EOF
 
 
 def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdkafka.Producer:

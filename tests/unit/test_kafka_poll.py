@@ -1,0 +1,66 @@
+"""``kafka_io.poll`` against an in-memory twin of librdkafka's consumer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import confluent_kafka as rdkafka
+import pytest
+
+from consumers.kafka_io import poll
+from stream_learner.errors import StreamLearnerError
+
+
+class Msg:
+    def __init__(self, error: rdkafka.KafkaError | None = None) -> None:
+        self._error = error
+
+    def error(self) -> rdkafka.KafkaError | None:
+        return self._error
+
+
+class ConsumerTwin:
+    """Hands out queued messages as ``consume`` and ``poll`` do, and notes how long each waited."""
+
+    def __init__(self, queued: list[Msg]) -> None:
+        self.queued = queued
+        self.waits: list[float] = []
+
+    def consume(self, num_messages: int, timeout: float) -> list[Msg]:
+        self.waits.append(timeout)
+        taken, self.queued = self.queued[:num_messages], self.queued[num_messages:]
+        return taken
+
+    def poll(self, timeout: float) -> Msg | None:
+        self.waits.append(timeout)
+        return self.queued.pop(0) if self.queued else None
+
+
+EOF_ = rdkafka.KafkaError(rdkafka.KafkaError._PARTITION_EOF)
+
+
+def test_records_and_end_markers_pass_and_other_errors_are_logged_and_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    record, end = Msg(), Msg(EOF_)
+    broken = Msg(rdkafka.KafkaError(rdkafka.KafkaError._TRANSPORT, "broker down"))
+    consumer: Any = ConsumerTwin([record, broken, end])
+    with caplog.at_level(logging.WARNING, logger="stream_learner"):
+        got: list[Any] = poll(consumer, 10, 0.1)
+    assert got == [record, end]
+    assert "broker down" in caplog.text
+    assert consumer.waits == [0]  # something was queued: no wait at all
+
+
+def test_a_fatal_error_is_raised() -> None:
+    fatal = Msg(rdkafka.KafkaError(rdkafka.KafkaError._FENCED, "fenced", fatal=True))
+    consumer: Any = ConsumerTwin([Msg(), fatal])
+    with pytest.raises(StreamLearnerError, match="fenced"):
+        poll(consumer, 10, 0.1)
+
+
+def test_only_the_first_record_is_waited_for_never_a_whole_batch() -> None:
+    consumer: Any = ConsumerTwin([])
+    assert poll(consumer, 500, 0.25) == []
+    assert consumer.waits == [0, 0.25]
