@@ -5,7 +5,8 @@ of two ways:
 
 * ``PickledCheckpoint``: the loop pickles the state itself, and a thread signs and writes the
   bytes. For models that pickle in a millisecond or two (a linear model: ~0.5 ms), this is the
-  shortest pause there is, and the loop runs on at full speed afterwards.
+  shortest pause there is, and the loop runs on at full speed afterwards. Its pickling stops
+  at a size limit, so that finding out that a model is too large for it costs little.
 * ``ForkedCheckpoint``: ``fork()`` gives a child a copy-on-write image of the learner, as Redis's
   BGSAVE snapshots its dataset; the child pickles it while the parent consumes on. The pause is
   the ``fork()`` (~5 ms, whatever the model's size), and for a while after it the parent's first
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumers import crashpoints
-from stream_learner.checkpoint import CheckpointMeta, seal_payload, snapshot
+from stream_learner.checkpoint import CheckpointMeta, seal_payload, snapshot, snapshot_within
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, FencedError, StoreUnavailable, StreamLearnerError
 from stream_learner.store import ModelStore
@@ -126,8 +127,12 @@ class PickledCheckpoint(BackgroundCheckpoint):
 
     @classmethod
     def start(cls, state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str,
-              key: bytes, keep: int) -> PickledCheckpoint:
-        writer = cls(meta, snapshot(state, meta, key_id), store, key, keep)
+              key: bytes, keep: int, limit: int) -> PickledCheckpoint | None:
+        """The writer, or None (and no writer) if the pickle grows beyond ``limit`` bytes."""
+        payload = snapshot_within(state, meta, key_id, limit)
+        if payload is None:
+            return None
+        writer = cls(meta, payload, store, key, keep)
         writer._run()
         return writer
 

@@ -7,10 +7,10 @@ assignment the consumer seeks to the checkpoint's offsets, so each labelled even
 learned exactly once across crashes, and predictions are published at least once.
 
 Checkpoints during the run are written off the loop (consumers/background_checkpoint.py): the
-loop stops for the snapshot, not for the flush or the write. A model whose last checkpoint was
-under ``INLINE_PICKLE_BYTES`` is pickled in the loop; a larger one (and any, the first time) by
-a forked child, whose pause is the fork's. The first, the last and those at a rebalance are
-written in the loop, since nothing may happen meanwhile.
+loop stops for the snapshot, not for the flush or the write. A model that pickles within
+``INLINE_PICKLE_BYTES`` is pickled in the loop; a larger one by a forked child, whose pause is
+the fork's (straight away once a checkpoint has shown the model to be larger). The first, the
+last and those at a rebalance are written in the loop, since nothing may happen meanwhile.
 
 Only the holder of the model's writer lease learns; another learner started for the same
 model waits as a standby and takes over when the lease expires or is released.
@@ -64,7 +64,8 @@ log = logging.getLogger("stream_learner.learner")
 
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between checkpoint attempts while Redis is down
 # A model this small pickles in ~1 - 2 ms: in the loop, that is a shorter pause than a fork()
-# (~5 ms), and it spares the loop the copying of each heap page it writes to after one.
+# (~5 ms), and it spares the loop the copying of each heap page it writes to after one. Finding
+# out that a model is larger costs the pickling of this much (~2 ms for a forest).
 INLINE_PICKLE_BYTES = 128 * 1024
 
 
@@ -153,7 +154,7 @@ class Learner:
         self.version = 0
         self.token = 0
         self.background: _InFlight | None = None
-        self.last_bytes: int | None = None  # the last background checkpoint's size
+        self.last_bytes: int | None = None  # the last background checkpoint's size, once known
         self.closing = False  # the consumer's close revokes its partitions: no checkpoint then
         self.state: ModelState | None = None
         self.engine: Engine | None = None
@@ -456,10 +457,13 @@ class Learner:
         started = time.perf_counter()
         plan = self.plan()
         s = self.settings
-        inline = self.last_bytes is not None and self.last_bytes < INLINE_PICKLE_BYTES
-        kind = PickledCheckpoint if inline else ForkedCheckpoint
-        writer: BackgroundCheckpoint = kind.start(self.state, self.meta(plan), self.store,
-                                                  s.hmac_key_id, s.hmac_key.encode(), s.keep_versions)
+        meta = self.meta(plan)
+        args = (self.store, s.hmac_key_id, s.hmac_key.encode(), s.keep_versions)
+        writer: BackgroundCheckpoint | None = None
+        if self.last_bytes is None or self.last_bytes < INLINE_PICKLE_BYTES:
+            writer = PickledCheckpoint.start(self.state, meta, *args, limit=INLINE_PICKLE_BYTES)
+        if writer is None:
+            writer = ForkedCheckpoint.start(self.state, meta, *args)
         self.background = _InFlight(writer, plan, reason, time.perf_counter() - started)
 
     def advance_checkpoint(self, block: bool = False) -> None:

@@ -99,12 +99,53 @@ def seal_record(state: ModelState, meta: CheckpointMeta, key_id: str, key: bytes
 def snapshot(state: ModelState, meta: CheckpointMeta, key_id: str) -> bytes:
     """The payload of a checkpoint of ``state`` as it is now, the header's bookkeeping filled
     in to match; ``CheckpointError`` if the model does not pickle."""
-    _describe(meta, state, key_id)
+    payload = snapshot_within(state, meta, key_id, limit=None)
+    assert payload is not None
+    return payload
+
+
+def snapshot_within(state: ModelState, meta: CheckpointMeta, key_id: str,
+                    limit: int | None) -> bytes | None:
+    """``snapshot``, or None as soon as the pickle grows beyond ``limit`` bytes (the header
+    is then left as it was): what it costs to find out that a state is large is bounded by
+    pickling ``limit`` bytes.
+
+    >>> from stream_learner.engine import ModelState
+    >>> meta = CheckpointMeta("m", 1, {})
+    >>> state = ModelState.fresh("linear_model.LinearRegression()")
+    >>> snapshot_within(state, meta, "k1", limit=10) is None, meta.metrics
+    (True, {})
+    >>> len(snapshot_within(state, meta, "k1", limit=1 << 20)) > 10, "MAE" in meta.metrics
+    (True, True)
+    """
+    out = _Capped(limit)
     try:
-        return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(state)
+    except _OverLimit:
+        return None
     except Exception as exc:  # anything a model's __reduce__ may raise
         raise CheckpointError(f"checkpoint {meta.model} v{meta.version}: the model does not pickle: "
                               f"{type(exc).__name__}: {exc}") from None
+    _describe(meta, state, key_id)
+    return out.getvalue()
+
+
+class _OverLimit(Exception):
+    pass
+
+
+class _Capped(io.BytesIO):
+    """A pickle's destination that refuses to grow beyond ``limit`` bytes (None: no limit).
+    The pickler writes a frame (up to 64 KiB) at a time, so it stops within a frame of it."""
+
+    def __init__(self, limit: int | None) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def write(self, data: Any) -> int:
+        if self.limit is not None and self.tell() + len(data) > self.limit:
+            raise _OverLimit
+        return super().write(data)
 
 
 def _describe(meta: CheckpointMeta, state: ModelState, key_id: str) -> None:

@@ -41,7 +41,29 @@ def feed(engine: Engine, start: int, stop: int) -> None:
 
 def start(kind: Kind, store: RedisStore, state: ModelState, token: int) -> BackgroundCheckpoint:
     meta = CheckpointMeta("m", 1, {"t:0": state.learned}, events=state.learned, token=token)
-    return kind.start(state, meta, store, "k", KEYS["k"], keep=3)
+    if kind is ForkedCheckpoint:
+        return ForkedCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3)
+    writer = PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3, limit=1 << 20)
+    assert writer is not None
+    return writer
+
+
+def test_a_state_that_outgrows_the_limit_is_not_pickled_in_the_loop(
+        redis_server: RedisServer, unique: Callable[[str], str]) -> None:
+    store = RedisStore(redis_server.url, unique("p"))
+    token = store.acquire("m", ttl=30)
+    assert token is not None
+    state, _ = trained(50)
+    size = len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    meta = CheckpointMeta("m", 1, {"t:0": 50}, events=50, token=token)
+    assert PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3, limit=size - 1) is None
+    assert meta.metrics == {} and meta.learned == 0  # the header is left as it was
+    writer = PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3, limit=size)
+    assert writer is not None and meta.learned == 50
+    writer.release({})
+    assert writer.wait().payload_bytes == size
+    assert open_record(store.load("m"), KEYS).state.learned == 50
+    store.close()
 
 
 @WRITERS
