@@ -17,6 +17,7 @@ start-up is not counted. Prints a table and writes ``--out`` (JSON).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import multiprocessing
 import os
@@ -55,10 +56,14 @@ KAFKA_PYTHON_LINGER_MS = 5
 # The load generator sleeps only when it is this far ahead, then sends what is due: ~1,000
 # wakeups a second instead of one per event, on the cores the learner and the broker share.
 GENERATOR_TICK_S = 0.001
-# The latency phase's probe of the machine: it sleeps STALL_PROBE_S at a time and counts the
-# wakeups more than STALL_MS late.
+# The probe of the machine beside S and the latency phase: it sleeps STALL_PROBE_S at a time
+# and notes the wakeups more than STALL_MS late, and every SPEED_EVERY_S it times a fixed piece
+# of River work (SPEED_EVENTS steps of SPEED_MODEL), the machine's speed at that moment.
 STALL_PROBE_S = 0.002
 STALL_MS = 10
+SPEED_EVERY_S = 0.1
+SPEED_EVENTS = 20
+SPEED_MODEL = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"
 
 CHECKPOINT_MODELS = {
     "logreg": "preprocessing.StandardScaler() | linear_model.LogisticRegression()",
@@ -302,16 +307,12 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     learner = spawn("learn", s, log)
     _wait_for_log(log, "assigned", 60)
     count = max(1, int(rate * (warmup + seconds)))
-    context = multiprocessing.get_context("spawn")
-    probe_done, stalls_file = context.Event(), workdir / "stalls.json"
-    probe = context.Process(target=stall_probe, args=(probe_done, stalls_file))
-    probe.start()
-    generator = context.Process(target=offer, args=(bootstrap, topic, dataset, rate, count))
-    generator.start()
-    generator.join()
-    _, _, predictions = output_span(bootstrap, s.predictions_topic, count, timeout=120)
-    probe_done.set()
-    probe.join()
+    with MachineProbe(workdir / "probe-latency.json") as probe:
+        generator = multiprocessing.get_context("spawn").Process(
+            target=offer, args=(bootstrap, topic, dataset, rate, count))
+        generator.start()
+        generator.join()
+        _, _, predictions = output_span(bootstrap, s.predictions_topic, count, timeout=120)
     _, _, events = output_span(bootstrap, topic, count, timeout=10)
     stop(learner)
     if any(r.timestamp_type != 1 for r in predictions):
@@ -321,28 +322,77 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     arrived = {json.loads(r.value)["id"]: r.timestamp for r in predictions}
     delays = sorted((arrived[i] - t) / 1000 for i, t in sent.items())
     measured_from, measured_to = min(sent.values()) / 1000, max(arrived.values()) / 1000
-    stalls = [ms for t, ms in json.loads(stalls_file.read_text()) if measured_from <= t <= measured_to]
+    stalls = probe.stalls(measured_from, measured_to)
     return {"offered_eps": round(rate), "warmup_s": warmup, "samples": len(delays),
             "p50_ms": round(1000 * statistics.median(delays), 2),
             "p99_ms": round(1000 * _quantile(delays, 0.99), 2),
             "max_ms": round(1000 * delays[-1], 2),
             "machine_stalls": {"over_ms": STALL_MS, "count": len(stalls),
-                               "max_ms": max(stalls, default=0.0)}}
+                               "max_ms": max(stalls, default=0.0)},
+            "machine_step_us": probe.step_us(measured_from, measured_to)}
 
 
-def stall_probe(done: Any, out: Path) -> None:
-    """Stalls of the machine itself, in a process of its own that sleeps 2 ms at a time and
-    notes each wakeup later than ``STALL_MS`` (when, and how late): it needs ~1 % of a core,
-    so a late wakeup means that nothing of ours could run either (on a shared virtual
-    machine, a neighbour's). Written to ``out`` as JSON once ``done`` is set."""
-    late = []
+class MachineProbe:
+    """The machine itself, watched from a process of its own while a phase runs (~1 % of a
+    core): stalls (wakeups from 2 ms sleeps later than ``STALL_MS``: nothing of ours could
+    run either, on a shared virtual machine a neighbour's) and speed (the CPU time of a fixed
+    piece of River work, per step). Read once the ``with`` block is over."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        context = multiprocessing.get_context("spawn")
+        self._ready, self._done = context.Event(), context.Event()
+        self._proc = context.Process(target=machine_probe, args=(self._ready, self._done, out))
+        self._samples: dict[str, list[list[float]]] = {}
+
+    def __enter__(self) -> MachineProbe:
+        self._proc.start()
+        if not self._ready.wait(60):
+            raise SystemExit("bench: the machine probe did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._proc.join()
+        if self.out.exists():
+            self._samples = json.loads(self.out.read_text())
+
+    def stalls(self, start: float, end: float) -> list[float]:
+        """How late each stall between ``start`` and ``end`` (epoch seconds) was, in ms."""
+        return [ms for t, ms in self._samples["stalls"] if start <= t <= end]
+
+    def step_us(self, start: float, end: float) -> float:
+        """The median CPU time of one step of the probe's work between ``start`` and ``end``
+        (give or take the time between two samples, so that a short phase has one)."""
+        steps = [us for t, us in self._samples["speed"]
+                 if start - SPEED_EVERY_S <= t <= end + SPEED_EVERY_S]
+        return round(statistics.median(steps), 1) if steps else 0.0
+
+
+def machine_probe(ready: Any, done: Any, out: Path) -> None:
+    from river import datasets
+
+    from stream_learner.models import build_model
+
+    model = build_model(SPEED_MODEL)
+    rows = list(itertools.islice(datasets.Phishing(), SPEED_EVENTS))
+    stalls, speed = [], []
+    ready.set()
+    next_work = time.time()
     while not done.is_set():
         before = time.time()
         time.sleep(STALL_PROBE_S)
         behind = time.time() - before - STALL_PROBE_S
         if behind > STALL_MS / 1000:
-            late.append((before, round(1000 * behind, 1)))
-    out.write_text(json.dumps(late))
+            stalls.append((before, round(1000 * behind, 1)))
+        if before >= next_work:
+            next_work = before + SPEED_EVERY_S
+            cpu = time.thread_time()
+            for x, y in rows:
+                model.predict_one(x)
+                model.learn_one(x, y)
+            speed.append((before, round((time.thread_time() - cpu) / len(rows) * 1e6, 2)))
+    out.write_text(json.dumps({"stalls": stalls, "speed": speed}))
 
 
 def _wait_for_log(path: Path, text: str, timeout: float) -> float:
@@ -459,10 +509,12 @@ def main(argv: list[str] | None = None) -> int:
 
             learn = Settings(**{**vars(base), "events_topic": "bench.events", "model": "bench",
                                 "predictions_topic": "bench.learn.out"})
-            learner = spawn("learn", learn, work / "learner.log")
-            first, last, _ = output_span(bootstrap, learn.predictions_topic, n)
+            with MachineProbe(work / "probe-s.json") as s_probe:
+                learner = spawn("learn", learn, work / "learner.log")
+                first, last, _ = output_span(bootstrap, learn.predictions_topic, n)
             stop(learner)
             s_eps = events_per_second(first, last, n)
+            s_step_us = s_probe.step_us(first, last)
             bound = 1 / (1 / r_eps + 1 / k_eps)
             bound2 = 1 / (1 / r_eps + 1 / k2_eps)
             print(f"  S service learner         {s_eps:10.0f} events/s = {s_eps / bound:.2f} of the "
@@ -487,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  latency at {lat['offered_eps']}/s       p50 {lat['p50_ms']} ms, "
                   f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; meanwhile {stalls['count']} "
                   f"machine stalls over {STALL_MS} ms, the longest {stalls['max_ms']} ms", flush=True)
+            print(f"  machine speed             a probe's River step took {lat['machine_step_us']} us "
+                  f"during the latency phase, {s_step_us} us during S", flush=True)
 
             costs = []
             for name, spec in CHECKPOINT_MODELS.items():
@@ -514,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare_service_clients_eps": round(k2_eps), "additive_bound_service_clients_eps": round(bound2),
         "service_vs_bound_service_clients": round(s_eps / bound2, 3),
         "frozen_1_eps": round(frozen[1]), "frozen_2_eps": round(frozen[2]),
+        "machine_step_us_during_s": s_step_us,
         "latency": lat, "checkpoints": costs, "recovery": rec,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

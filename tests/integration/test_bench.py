@@ -24,6 +24,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert latency["samples"] > 0 and 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     stalls = latency["machine_stalls"]
     assert stalls["count"] >= 0 and (stalls["max_ms"] > stalls["over_ms"]) == (stalls["count"] > 0)
+    assert 1 < latency["machine_step_us"] < 1000 and 1 < results["machine_step_us_during_s"] < 1000
     names = [c["name"] for c in results["checkpoints"]]
     assert names == ["logreg", "hoeffding_tree", "arf10"]
     for cost in results["checkpoints"]:
