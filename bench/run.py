@@ -8,7 +8,8 @@ Starts its own Kafka broker and Redis (tools/localstack.py), replays a River dat
   S  the learner end to end (``stream-learner learn`` as a process, checkpoint every 10,000);
      then S / (1 / (1/R + 1/K)), the additive bound;
   the frozen predictor with 1 and 2 processes in one group; event-to-prediction latency at
-  half of S; checkpoint size and loop stall for three models; recovery after SIGKILL.
+  half of S, with the machine's stalls and speed beside it and beside S; checkpoint size and
+  loop stall for three models; recovery after SIGKILL.
 
 Throughputs come from the Kafka timestamps of the first and last output records, so process
 start-up is not counted. Prints a table and writes ``--out`` (JSON).

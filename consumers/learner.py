@@ -8,9 +8,10 @@ learned exactly once across crashes, and predictions are published at least once
 
 Checkpoints during the run are written off the loop (consumers/background_checkpoint.py): the
 loop stops for the snapshot, not for the flush or the write. A model that pickles within
-``INLINE_PICKLE_BYTES`` is pickled in the loop; a larger one by a forked child, whose pause is
-the fork's (straight away once a checkpoint has shown the model to be larger). The first, the
-last and those at a rebalance are written in the loop, since nothing may happen meanwhile.
+``--checkpoint-inline-bytes`` is pickled in the loop; a larger one by a forked child, whose
+pause is the fork's (straight away once a checkpoint has shown the model to be larger). The
+first, the last and those at a rebalance are written in the loop, since nothing may happen
+meanwhile.
 
 Only the holder of the model's writer lease learns; another learner started for the same
 model waits as a standby and takes over when the lease expires or is released.
@@ -63,10 +64,6 @@ from stream_learner.store import ModelStore
 log = logging.getLogger("stream_learner.learner")
 
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between checkpoint attempts while Redis is down
-# A model this small pickles in ~1 - 2 ms: in the loop, that is a shorter pause than a fork()
-# (~5 ms), and it spares the loop the copying of each heap page it writes to after one. Finding
-# out that a model is larger costs the pickling of this much (~2 ms for a forest).
-INLINE_PICKLE_BYTES = 128 * 1024
 
 
 def field_names(settings: Settings) -> FieldNames:
@@ -460,8 +457,12 @@ class Learner:
         meta = self.meta(plan)
         args = (self.store, s.hmac_key_id, s.hmac_key.encode(), s.keep_versions)
         writer: BackgroundCheckpoint | None = None
-        if self.last_bytes is None or self.last_bytes < INLINE_PICKLE_BYTES:
-            writer = PickledCheckpoint.start(self.state, meta, *args, limit=INLINE_PICKLE_BYTES)
+        # A small model pickles in ~1 - 2 ms: in the loop, that is a shorter pause than a fork()
+        # (~5 ms), and it spares the loop the copying of each heap page it writes to after one.
+        # Finding out that a model is larger costs the pickling of the limit (~1 ms into a forest).
+        limit = s.checkpoint_inline_bytes
+        if limit and (self.last_bytes is None or self.last_bytes <= limit):
+            writer = PickledCheckpoint.start(self.state, meta, *args, limit=limit)
         if writer is None:
             writer = ForkedCheckpoint.start(self.state, meta, *args)
         self.background = _InFlight(writer, plan, reason, time.perf_counter() - started)

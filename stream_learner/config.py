@@ -105,6 +105,10 @@ class Settings:
                                  modes="learn")
     checkpoint_interval: float = _opt(30.0, "...or after this many seconds, whichever comes first.",
                                       minimum=0.01, modes="learn")
+    checkpoint_inline_bytes: int = _opt(128 * 1024, "A model that pickles within this many bytes is "
+                                        "pickled in the learning loop at a checkpoint; a larger one "
+                                        "by a forked child (0: always fork).", minimum=0,
+                                        modes="learn")
     lease_ttl: float = _opt(10.0, "Seconds a learner's writer lease lasts unless renewed; a standby "
                             "learner takes over once it expires.", minimum=0.5, modes="learn")
     instance_id: str = _opt("", "Name of this learner instance (default: the host name). A restarted "

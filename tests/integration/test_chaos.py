@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -39,8 +40,11 @@ from tests.integration.helpers import (
 )
 from tools.localstack import ROOT, KafkaBroker, RedisServer, die_with_parent
 
-CRASH_POINTS = [("after_predict", 40), ("after_publish", 60), ("after_flush", 1),
-                ("during_checkpoint", 1), ("after_checkpoint", 1), ("in_revocation", 1)]
+# (crash point, at its nth hit, with checkpoints forked): the small model of these tests is
+# pickled in the loop unless --checkpoint-inline-bytes is 0, so both writers are crashed.
+CRASH_POINTS = [("after_predict", 40, False), ("after_publish", 60, False), ("after_flush", 1, False),
+                ("during_checkpoint", 1, False), ("during_checkpoint", 1, True),
+                ("after_checkpoint", 1, False), ("in_revocation", 1, False)]
 
 
 def make_events(count: int, prefix: str) -> list[tuple[str, bytes, bool]]:
@@ -55,8 +59,8 @@ def make_events(count: int, prefix: str) -> list[tuple[str, bytes, bool]]:
     return out
 
 
-def start_learner(settings: Settings, crash_at: str = "") -> subprocess.Popen[bytes]:
-    env = settings_env(settings)
+def start_learner(settings: Settings, crash_at: str = "", forked: bool = False) -> subprocess.Popen[bytes]:
+    env = settings_env(replace(settings, checkpoint_inline_bytes=0) if forked else settings)
     if crash_at:
         env["SL_TEST_CRASH_AT"] = crash_at
     return subprocess.Popen([sys.executable, "-m", "stream_learner.cli", "learn"], env=env, cwd=ROOT,
@@ -103,23 +107,24 @@ def intruder(settings: Settings) -> Iterator[None]:
 
 def chaos(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes, bool]],
           seed: int) -> None:
-    """At least ten random SIGKILLs while events stream in, then every named crash point."""
+    """At least ten random SIGKILLs while events stream in (every other learner forking its
+    checkpoints), then every named crash point."""
     rng = random.Random(seed)
-    feeder = Feeder(kafka.bootstrap, settings.events_topic, events[:-700], per_second=800)
+    extra = events[-100 * (len(CRASH_POINTS) + 1):]
+    feeder = Feeder(kafka.bootstrap, settings.events_topic, events[:-len(extra)], per_second=800)
     kills = 0
     while kills < 10 or not feeder.done.is_set():
-        proc = start_learner(settings)
+        proc = start_learner(settings, forked=kills % 2 == 1)
         time.sleep(rng.uniform(0.5, 3.0))  # the random moment of the crash
         proc.kill()
         proc.wait(30)
         kills += 1
     feeder.thread.join()
 
-    extra = events[-700:]
-    for n, (point, nth) in enumerate(CRASH_POINTS):
+    for n, (point, nth, forked) in enumerate(CRASH_POINTS):
         produce(kafka.bootstrap, settings.events_topic, [(k, v) for k, v, _ in extra[n * 100:(n + 1) * 100]])
         before = _version(settings)
-        proc = start_learner(settings, crash_at=f"{point}:{nth}")
+        proc = start_learner(settings, crash_at=f"{point}:{nth}", forked=forked)
         if point == "in_revocation":
             wait_for("the learner to own the partitions and checkpoint",
                      partial(_newer_than, settings, before), 60)
@@ -129,7 +134,7 @@ def chaos(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes,
             _expect_killed(proc, point)
 
     final = start_learner(settings)  # a clean run over the last 100 events, stopped by SIGTERM
-    produce(kafka.bootstrap, settings.events_topic, [(k, v) for k, v, _ in extra[600:]])
+    produce(kafka.bootstrap, settings.events_topic, [(k, v) for k, v, _ in extra[-100:]])
     try:
         labelled = sum(1 for _, _, lab in events if lab)
         wait_learned(settings, labelled, timeout=120)

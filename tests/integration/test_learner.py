@@ -17,7 +17,6 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from river import evaluate, linear_model, metrics, preprocessing
 
-from consumers import learner as learner_module
 from consumers.learner import Learner
 from stream_learner.checkpoint import Record, read_meta, seal_payload
 from stream_learner.config import Settings
@@ -298,18 +297,18 @@ def test_kafka_hears_of_each_checkpoint_s_offsets_for_lag_monitoring(
         group.close(autocommit=False)
 
 
-@pytest.mark.parametrize("inline_bytes, writer", [(learner_module.INLINE_PICKLE_BYTES, "pickled in the loop"),
-                                                  (1000, "forked")], ids=["small", "large"])
+@pytest.mark.parametrize("inline_bytes, writer", [(Settings().checkpoint_inline_bytes, "pickled in the loop"),
+                                                  (1000, "forked"), (0, "forked")],
+                         ids=["small", "large", "never-inline"])
 def test_a_model_is_pickled_in_the_loop_if_it_pickles_within_the_limit_and_forked_if_not(
     inline_bytes: int, writer: str, kafka: KafkaBroker, redis_server: RedisServer,
     unique: Callable[[str], str], topic: Callable[..., str], caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(learner_module, "INLINE_PICKLE_BYTES", inline_bytes)  # ours: ~30 KB
     caplog.set_level(logging.INFO, logger="stream_learner.learner")
     rows = phishing()
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC,
-                             checkpoint_every=100, checkpoint_interval=0.3)
+                             checkpoint_every=100, checkpoint_interval=0.3,
+                             checkpoint_inline_bytes=inline_bytes)  # ours pickles to ~30 KB
     learner = InThread(Learner(settings, store_for(settings)))
     for start in range(0, len(rows), 250):  # in rounds, so that there are several checkpoints
         chunk = rows[start:start + 250]
