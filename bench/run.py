@@ -357,6 +357,8 @@ class MachineProbe:
         self._proc.join()
         if self.out.exists():
             self._samples = json.loads(self.out.read_text())
+        elif exc[0] is None:
+            raise SystemExit(f"bench: the machine probe ended without writing {self.out}")
 
     def stalls(self, start: float, end: float) -> list[float]:
         """How late each stall between ``start`` and ``end`` (epoch seconds) was, in ms."""
