@@ -143,7 +143,8 @@ class _Capped(io.BytesIO):
         self.limit = limit
 
     def write(self, data: Any) -> int:
-        if self.limit is not None and self.tell() + len(data) > self.limit:
+        # Large buffers come whole, as bytes, a memoryview or a PickleBuffer (a NumPy array's).
+        if self.limit is not None and self.tell() + memoryview(data).nbytes > self.limit:
             raise _OverLimit
         return super().write(data)
 

@@ -19,6 +19,7 @@ from stream_learner.checkpoint import (
     open_record,
     seal_payload,
     seal_record,
+    snapshot_within,
 )
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, FencedError, IntegrityError, NoCheckpoint
@@ -45,6 +46,16 @@ def test_a_model_that_does_not_pickle_is_a_checkpoint_error_naming_the_version()
     state.model.unpicklable = lambda: None
     with pytest.raises(CheckpointError, match=r"checkpoint m v3: the model does not pickle: "):
         seal_record(state, CheckpointMeta("m", 3, {}), "k1", KEYS["k1"])
+
+
+def test_a_capped_snapshot_takes_numpy_arrays_whole_or_not_at_all() -> None:
+    import numpy as np  # River's own dependency; protocol 5 hands its arrays over as buffers
+
+    state = ModelState.fresh("linear_model.LogisticRegression()")
+    state.model.table = np.arange(200_000, dtype=np.float64).reshape(400, 500)
+    whole = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+    assert snapshot_within(state, CheckpointMeta("m", 1, {}), "k1", limit=len(whole) - 1) is None
+    assert snapshot_within(state, CheckpointMeta("m", 1, {}), "k1", limit=len(whole)) == whole
 
 
 def test_round_trip() -> None:
