@@ -261,8 +261,9 @@ class Publisher:
 
 
 def process_record(record: rdkafka.Message, engine: Engine, publisher: Publisher,
-                   fields: FieldNames, settings: Settings) -> None:
-    """Decode, predict (and learn), publish the prediction or the dead letter."""
+                   fields: FieldNames, settings: Settings) -> Source:
+    """Decode, predict (and learn), publish the prediction or the dead letter; returns where
+    the record came from."""
     source = source_of(record)
     raw = record.value() or b""
     try:
@@ -273,6 +274,7 @@ def process_record(record: rdkafka.Message, engine: Engine, publisher: Publisher
         publisher.dead_letter(raw, exc, source)
     else:
         publisher.prediction(event.key or event.id, prediction)
+    return source
 
 
 def source_of(record: rdkafka.Message) -> Source:

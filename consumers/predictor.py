@@ -110,8 +110,8 @@ class Predictor:
 
     def handle(self, record: rdkafka.Message) -> None:
         assert self.engine is not None and self.publisher is not None
-        process_record(record, self.engine, self.publisher, self.fields, self.settings)
-        self.positions[(record.topic() or "", record.partition() or 0)] = (record.offset() or 0) + 1
+        source = process_record(record, self.engine, self.publisher, self.fields, self.settings)
+        self.positions[(source.topic, source.partition)] = source.offset + 1
 
     def commit(self, wait: bool = True) -> None:
         """Flush, then commit what was published: at-least-once predictions (``wait``: for the
