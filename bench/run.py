@@ -64,13 +64,13 @@ STALL_PROBE_S = 0.002
 STALL_MS = 10
 SPEED_EVERY_S = 0.1
 SPEED_EVENTS = 20
-SPEED_MODEL = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"
 
 CHECKPOINT_MODELS = {
     "logreg": "preprocessing.StandardScaler() | linear_model.LogisticRegression()",
     "hoeffding_tree": "tree.HoeffdingTreeClassifier()",
     "arf10": "forest.ARFClassifier(n_models=10, seed=42)",
 }
+SPEED_MODEL = CHECKPOINT_MODELS["logreg"]
 
 
 def dataset_events(name: str, count: int) -> list[bytes]:
