@@ -100,12 +100,18 @@ def _consumer(settings: Settings, config: dict[str, Any]) -> rdkafka.Consumer:
         raise StreamLearnerError(f"Kafka consumer: {exc.args[0].str()}") from None
 
 
-def poll(consumer: rdkafka.Consumer, max_records: int, timeout: float) -> list[rdkafka.Message]:
+def poll(consumer: rdkafka.Consumer, max_records: int, timeout: float,
+         busy: float = 0.0) -> list[rdkafka.Message]:
     """What has arrived, up to ``max_records``, waiting up to ``timeout`` seconds for the first:
     records, and ``PARTITION_EOF`` markers. Other errors are logged, or raised as
     ``StreamLearnerError`` when librdkafka calls them fatal. (``consume`` alone would wait for a
-    whole batch.)"""
+    whole batch.) For the first ``busy`` seconds of the wait the thread asks again and again
+    instead of sleeping (``--busy-poll-ms``)."""
     messages = consumer.consume(max_records, 0)
+    if not messages and busy > 0:
+        until = time.perf_counter() + busy
+        while not messages and time.perf_counter() < until:
+            messages = consumer.consume(max_records, 0)
     if not messages:
         first = consumer.poll(timeout)
         if first is None:

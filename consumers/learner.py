@@ -311,7 +311,8 @@ class Learner:
         while not stop.is_set():
             self.renew_lease()
             # Rebalance callbacks (on_assign, on_revoke) run in here, and their errors come out.
-            self.merge.add(poll(self.consumer, self.settings.max_poll_records, 0.1))
+            s = self.settings
+            self.merge.add(poll(self.consumer, s.max_poll_records, 0.1, s.busy_poll_ms / 1000))
             try:
                 for record in self.merge.drain():
                     self.handle(record)

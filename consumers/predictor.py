@@ -96,7 +96,8 @@ class Predictor:
                                  on_revoke=self.on_revoke)
         try:
             while not stop.is_set():
-                for record in poll(self.consumer, self.settings.max_poll_records, 0.2):
+                s = self.settings
+                for record in poll(self.consumer, s.max_poll_records, 0.2, s.busy_poll_ms / 1000):
                     self.handle(record)
                 self.publisher.reap()  # drop the acknowledged sends as they come
                 if time.monotonic() - self.last_commit >= self.settings.commit_interval:

@@ -23,12 +23,15 @@ class Msg:
 class ConsumerTwin:
     """Hands out queued messages as ``consume`` and ``poll`` do, and notes how long each waited."""
 
-    def __init__(self, queued: list[Msg]) -> None:
+    def __init__(self, queued: list[Msg], arrives_after: int = 0) -> None:
         self.queued = queued
+        self.arrives_after = arrives_after  # calls that find nothing before the queue shows up
         self.waits: list[float] = []
 
     def consume(self, num_messages: int, timeout: float) -> list[Msg]:
         self.waits.append(timeout)
+        if len(self.waits) <= self.arrives_after:
+            return []
         taken, self.queued = self.queued[:num_messages], self.queued[num_messages:]
         return taken
 
@@ -64,3 +67,18 @@ def test_only_the_first_record_is_waited_for_never_a_whole_batch() -> None:
     consumer: Any = ConsumerTwin([])
     assert poll(consumer, 500, 0.25) == []
     assert consumer.waits == [0, 0.25]
+
+
+def test_a_busy_poll_takes_what_arrives_while_it_asks_without_ever_blocking() -> None:
+    record = Msg()
+    consumer: Any = ConsumerTwin([record], arrives_after=3)
+    got: list[Any] = poll(consumer, 500, 0.25, busy=10.0)
+    assert got == [record]
+    assert consumer.waits == [0, 0, 0, 0]
+
+
+def test_a_busy_poll_blocks_once_its_time_is_up() -> None:
+    consumer: Any = ConsumerTwin([])
+    assert poll(consumer, 500, 0.25, busy=0.001) == []
+    assert consumer.waits[-1] == 0.25 and len(consumer.waits) > 2
+    assert set(consumer.waits[:-1]) == {0}
