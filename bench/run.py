@@ -8,8 +8,9 @@ Starts its own Kafka broker and Redis (tools/localstack.py), replays a River dat
   S  the learner end to end (``stream-learner learn`` as a process, checkpoint every 10,000);
      then S / (1 / (1/R + 1/K)), the additive bound;
   the frozen predictor with 1 and 2 processes in one group; event-to-prediction latency at
-  half of S, with the machine's stalls and speed beside it and beside S; checkpoint size and
-  loop stall for three models; recovery after SIGKILL.
+  half of S, with the learner's defaults and with ``--busy-poll-ms``, with the machine's stalls
+  and speed beside it and beside S; checkpoint size and loop stall for three models; recovery
+  after SIGKILL.
 
 Throughputs come from the Kafka timestamps of the first and last output records, so process
 start-up is not counted. Prints a table and writes ``--out`` (JSON).
@@ -311,9 +312,11 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     with MachineProbe(workdir / "probe-latency.json") as probe:
         generator = multiprocessing.get_context("spawn").Process(
             target=offer, args=(bootstrap, topic, dataset, rate, count))
+        cpu_from, wall_from = cpu_seconds(learner.pid), time.monotonic()
         generator.start()
         generator.join()
         _, _, predictions = output_span(bootstrap, s.predictions_topic, count, timeout=120)
+        cpu_share = (cpu_seconds(learner.pid) - cpu_from) / (time.monotonic() - wall_from)
     _, _, events = output_span(bootstrap, topic, count, timeout=10)
     stop(learner)
     if any(r.timestamp_type != 1 for r in predictions):
@@ -324,13 +327,21 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     delays = sorted((arrived[i] - t) / 1000 for i, t in sent.items())
     measured_from, measured_to = min(sent.values()) / 1000, max(arrived.values()) / 1000
     stalls = probe.stalls(measured_from, measured_to)
-    return {"offered_eps": round(rate), "warmup_s": warmup, "samples": len(delays),
+    return {"offered_eps": round(rate), "busy_poll_ms": settings.busy_poll_ms,
+            "warmup_s": warmup, "samples": len(delays),
             "p50_ms": round(1000 * statistics.median(delays), 2),
             "p99_ms": round(1000 * _quantile(delays, 0.99), 2),
             "max_ms": round(1000 * delays[-1], 2),
             "machine_stalls": {"over_ms": STALL_MS, "count": len(stalls),
                                "max_ms": max(stalls, default=0.0)},
-            "machine_step_us": probe.step_us(measured_from, measured_to)}
+            "machine_step_us": probe.step_us(measured_from, measured_to),
+            "learner_cpu_share": round(cpu_share, 3)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time of a running process so far, all its threads (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class MachineProbe:
@@ -479,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="events per model in the checkpoint-cost runs (a checkpoint every twentieth)")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="measured, after the warm-up")
     parser.add_argument("--latency-warmup", type=float, default=3.0, help="seconds not measured")
+    parser.add_argument("--busy-poll-ms", type=float, default=5.0,
+                        help="the learner's --busy-poll-ms in the second latency run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
 
@@ -536,14 +549,19 @@ def main(argv: list[str] | None = None) -> int:
                 frozen[replicas] = events_per_second(first, last, n)
                 print(f"  frozen predictor x{replicas}       {frozen[replicas]:10.0f} events/s", flush=True)
 
-            lat = latency(base, bootstrap, args.dataset, s_eps / 2, args.latency_seconds,
-                          args.latency_warmup, work)
-            stalls = lat["machine_stalls"]
-            print(f"  latency at {lat['offered_eps']}/s       p50 {lat['p50_ms']} ms, "
-                  f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; meanwhile {stalls['count']} "
-                  f"machine stalls over {STALL_MS} ms, the longest {stalls['max_ms']} ms", flush=True)
-            print(f"  machine speed             a probe's River step took {lat['machine_step_us']} us "
-                  f"during the latency phase, {s_step_us} us during S", flush=True)
+            busy = Settings(**{**vars(base), "busy_poll_ms": args.busy_poll_ms})
+            lats = [latency(settings, bootstrap, args.dataset, s_eps / 2, args.latency_seconds,
+                            args.latency_warmup, work) for settings in (base, busy)]
+            for lat in lats:
+                stalls = lat["machine_stalls"]
+                print(f"  latency at {lat['offered_eps']}/s, busy poll {lat['busy_poll_ms']} ms: "
+                      f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
+                      f"learner {100 * lat['learner_cpu_share']:.0f} % of a core; "
+                      f"{stalls['count']} machine stalls over {STALL_MS} ms, the longest "
+                      f"{stalls['max_ms']} ms", flush=True)
+            print(f"  machine speed             a probe's River step took "
+                  f"{' and '.join(str(lat['machine_step_us']) for lat in lats)} us during the latency "
+                  f"runs, {s_step_us} us during S", flush=True)
 
             costs = []
             for name, spec in CHECKPOINT_MODELS.items():
@@ -572,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         "service_vs_bound_service_clients": round(s_eps / bound2, 3),
         "frozen_1_eps": round(frozen[1]), "frozen_2_eps": round(frozen[2]),
         "machine_step_us_during_s": s_step_us,
-        "latency": lat, "checkpoints": costs, "recovery": rec,
+        "latency": lats[0], "latency_busy_poll": lats[1], "checkpoints": costs, "recovery": rec,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
