@@ -308,11 +308,11 @@ class Learner:
 
     def loop(self, stop: threading.Event) -> None:
         assert self.consumer is not None and self.merge is not None
+        batch, busy = self.settings.max_poll_records, self.settings.busy_poll_ms / 1000
         while not stop.is_set():
             self.renew_lease()
             # Rebalance callbacks (on_assign, on_revoke) run in here, and their errors come out.
-            s = self.settings
-            self.merge.add(poll(self.consumer, s.max_poll_records, 0.1, s.busy_poll_ms / 1000))
+            self.merge.add(poll(self.consumer, batch, 0.1, busy))
             try:
                 for record in self.merge.drain():
                     self.handle(record)

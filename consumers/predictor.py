@@ -94,10 +94,10 @@ class Predictor:
         self.publisher = Publisher(make_producer(self.settings, "stream-learner-serve"), self.settings)
         self.consumer.subscribe([self.settings.events_topic], on_assign=self.on_assign,
                                  on_revoke=self.on_revoke)
+        batch, busy = self.settings.max_poll_records, self.settings.busy_poll_ms / 1000
         try:
             while not stop.is_set():
-                s = self.settings
-                for record in poll(self.consumer, s.max_poll_records, 0.2, s.busy_poll_ms / 1000):
+                for record in poll(self.consumer, batch, 0.2, busy):
                     self.handle(record)
                 self.publisher.reap()  # drop the acknowledged sends as they come
                 if time.monotonic() - self.last_commit >= self.settings.commit_interval:
