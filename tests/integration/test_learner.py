@@ -53,12 +53,14 @@ def same_model(a: Any, b: Any, rows: list[tuple[dict[str, Any], Any]]) -> None:
         assert a.predict_proba_one(x) == b.predict_proba_one(x)
 
 
+@pytest.mark.parametrize("busy_poll_ms", [0.0, 2.0], ids=["blocking-poll", "busy-poll"])
 def test_service_metric_and_model_equal_river_on_phishing(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str],
+    topic: Callable[..., str], busy_poll_ms: float,
 ) -> None:
     rows = phishing()
-    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC)
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC,
+                             busy_poll_ms=busy_poll_ms)
     produce(kafka.bootstrap, settings.events_topic, event_bytes(rows))
 
     learner = InThread(Learner(settings, store_for(settings)))

@@ -32,7 +32,8 @@ def test_frozen_model_never_changes_and_hot_reloads_without_loss_or_duplicates(
 ) -> None:
     rows = phishing()
     learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"), checkpoint_interval=0.3)
-    serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"))
+    # This predictor busy-polls (--busy-poll-ms); the others in this file block in their polls.
+    serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"), busy_poll_ms=2.0)
 
     # v1: a learner trained on the first half.
     produce(kafka.bootstrap, learn.events_topic, event_bytes(rows[:625], "train"))
