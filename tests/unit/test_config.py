@@ -25,6 +25,7 @@ def test_flags_beat_env_beat_file_beat_defaults(tmp_path: Path) -> None:
     ({"env": {"STREAM_LEARNER_NOPE": "1"}}, "STREAM_LEARNER_NOPE: unknown setting"),
     ({"env": {"STREAM_LEARNER_CHECKPOINT_INTERVAL": "nan"}}, "must be at least 0.01, got nan"),
     ({"env": {"STREAM_LEARNER_MAX_ABS_VALUE": "1e19"}}, "MAX_ABS_VALUE: must be at most 1e+18"),
+    ({"flags": {"busy_poll_ms": "250"}}, "--busy-poll-ms: must be at most 100, got 250"),
 ])
 def test_errors_name_their_source(kwargs: dict[str, dict[str, str]], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
