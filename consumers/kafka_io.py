@@ -107,11 +107,9 @@ def poll(consumer: rdkafka.Consumer, max_records: int, timeout: float,
     ``StreamLearnerError`` when librdkafka calls them fatal. (``consume`` alone would wait for a
     whole batch.) For the first ``busy`` seconds of the wait the thread asks again and again
     instead of sleeping (``--busy-poll-ms``)."""
-    messages = consumer.consume(max_records, 0)
-    if not messages and busy > 0:
-        until = time.perf_counter() + busy
-        while not messages and time.perf_counter() < until:
-            messages = consumer.consume(max_records, 0)
+    messages, until = consumer.consume(max_records, 0), time.perf_counter() + busy
+    while not messages and time.perf_counter() < until:
+        messages = consumer.consume(max_records, 0)
     if not messages:
         first = consumer.poll(timeout)
         if first is None:
