@@ -13,20 +13,24 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert main(["--events", "3000", "--checkpoint-events", "600", "--latency-seconds", "2",
                  "--latency-warmup", "0.5", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    for key in ("raw_river_eps", "bare_kafka_eps", "bare_service_clients_eps", "service_eps",
-                "additive_bound_eps", "additive_bound_service_clients_eps", "frozen_1_eps", "frozen_2_eps"):
+    for key in ("raw_river_eps", "bare_kafka_eps", "hand_rolled_eps", "service_eps",
+                "additive_bound_eps", "frozen_1_eps", "frozen_2_eps"):
         assert results[key] > 0, key
-    assert 0 < results["service_vs_bound"] < 10 and 0 < results["service_vs_bound_service_clients"] < 10
+    assert 0 < results["service_vs_bound"] < 10 and 0 < results["service_vs_hand_rolled"] < 10
     assert results["additive_bound_eps"] < min(results["raw_river_eps"], results["bare_kafka_eps"])
-    assert results["additive_bound_service_clients_eps"] < min(results["raw_river_eps"],
-                                                               results["bare_service_clients_eps"])
-    assert results["latency"]["busy_poll_ms"] == 0 and results["latency_busy_poll"]["busy_poll_ms"] > 0
-    for latency in (results["latency"], results["latency_busy_poll"]):
+    latencies = [results[k] for k in ("latency", "latency_busy_poll", "latency_hand_rolled",
+                                      "latency_hand_rolled_half")]
+    assert [(lat["loop"], lat["busy_poll_ms"] > 0) for lat in latencies] == [
+        ("service", False), ("service", True), ("hand-rolled", False), ("hand-rolled", False)]
+    half_s, half_h = results["service_eps"] / 2, results["hand_rolled_eps"] / 2
+    for latency, half in zip(latencies, [half_s] * 3 + [half_h], strict=True):
+        assert abs(latency["offered_eps"] - half) <= 1  # both figures are rounded
+    for latency in latencies:
         assert latency["samples"] > 0 and 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
         stalls = latency["machine_stalls"]
         assert stalls["count"] >= 0 and (stalls["max_ms"] > stalls["over_ms"]) == (stalls["count"] > 0)
         assert 1 < latency["machine_step_us"] < 1000
-        assert 0 < latency["learner_cpu_share"] < 4  # of one core; its threads can use both
+        assert 0 < latency["cpu_share"] < 4  # of one core; its threads can use both
     assert 1 < results["machine_step_us_during_s"] < 1000
     names = [c["name"] for c in results["checkpoints"]]
     assert names == ["logreg", "hoeffding_tree", "arf10"]
