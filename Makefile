@@ -18,7 +18,7 @@ help:
 	@echo "make stack-up    Kafka on 127.0.0.1:9092 and Redis on 127.0.0.1:6379, for trying by hand"
 	@echo "make stack-down  stop them"
 	@echo "make lint        ruff + mypy --strict"
-	@echo "make bench       service vs raw River and bare Kafka loops (MODEL=... DATASET=... EVENTS=...)"
+	@echo "make bench       service vs raw River, bare Kafka and hand-rolled loops (MODEL=... DATASET=... EVENTS=...)"
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
