@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,22 @@ def dataset_events(name: str, count: int) -> list[bytes]:
     return out
 
 
-def raw_river(events: list[bytes], spec: str) -> float:
-    """R: what a user's own loop does with the same bytes."""
-    from stream_learner.models import build_model
+def user_model(spec: str) -> tuple[Any, Callable[[dict[str, Any]], Any]]:
+    """The model of a user's own loop, and what it predicts with: a classifier's probabilities
+    (as the service publishes them), a regressor's value."""
+    from stream_learner.models import build_model, infer_task
 
     model = build_model(spec)
+    return model, model.predict_one if infer_task(model) == "regression" else model.predict_proba_one
+
+
+def raw_river(events: list[bytes], spec: str) -> float:
+    """R: what a user's own loop does with the same bytes."""
+    model, predict = user_model(spec)
     start = time.perf_counter()
     for raw in events:
         doc = json.loads(raw)
-        model.predict_proba_one(doc["x"])
+        predict(doc["x"])
         model.learn_one(doc["x"], doc["y"])
     return len(events) / (time.perf_counter() - start)
 
@@ -139,19 +147,17 @@ def hand_rolled(bootstrap: str, source: str, sink: str, spec: str, ready: Any) -
     sets ``ready`` once it is assigned its partitions."""
     import orjson
 
-    from stream_learner.models import build_model
-
     settings = Settings(bootstrap_servers=bootstrap, group_id=f"bench-hand-{sink}")
     consumer = make_consumer(settings, "serve")
     consumer.subscribe([source])
     producer = make_producer(settings, "bench-hand")
-    model = build_model(spec)
+    model, predict = user_model(spec)
     while True:
         for r in poll(consumer, 500, 0.1):
             doc = orjson.loads(r.value() or b"")
-            proba = model.predict_proba_one(doc["x"])
+            prediction = predict(doc["x"])
             model.learn_one(doc["x"], doc["y"])
-            producer.produce(sink, orjson.dumps({"id": doc["id"], "prediction": proba},
+            producer.produce(sink, orjson.dumps({"id": doc["id"], "prediction": prediction},
                                                 option=orjson.OPT_NON_STR_KEYS))
         producer.poll(0)  # delivery reports, so that the queue does not fill
         if not ready.is_set() and consumer.assignment():
@@ -256,10 +262,19 @@ def checkpoint_cost(settings: Settings, bootstrap: str, dataset: str, spec: str,
     if not lines:
         raise SystemExit(f"bench: no checkpoint during the run in {log}")
     pauses = [float(ms) / 1000 for _, ms in lines]
-    return {"model": spec, "events": count, "checkpoints": len(pauses), "bytes": int(lines[-1][0]),
+    return {"model": spec, "dataset": dataset, "events": count, "checkpoints": len(pauses),
+            "bytes": int(lines[-1][0]),
             "blocked_ms_p50": round(1000 * statistics.median(pauses), 2),
             "blocked_ms_p99": round(1000 * _quantile(pauses, 0.99), 2),
             "pickle_ms": round(1000 * pickle_seconds(s), 2)}
+
+
+def checkpoint_dataset(name: str) -> str:
+    """The checkpoint-cost models are binary classifiers (LogReg among them): they learn
+    ``name`` when it is a binary classification dataset, and Phishing otherwise."""
+    from river import datasets
+
+    return name if getattr(datasets, name)().task == datasets.base.BINARY_CLF else "Phishing"
 
 
 def pickle_seconds(settings: Settings) -> float:
@@ -607,9 +622,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"runs, {s_step_us} us during S", flush=True)
 
             costs = []
+            ckpt_dataset = checkpoint_dataset(args.dataset)
             for name, spec in CHECKPOINT_MODELS.items():
                 count = args.checkpoint_events
-                cost = checkpoint_cost(base, bootstrap, args.dataset, spec, count, max(1, count // 20), work)
+                cost = checkpoint_cost(base, bootstrap, ckpt_dataset, spec, count, max(1, count // 20), work)
                 costs.append({"name": name, **cost})
                 print(f"  checkpoint {name:15s} {cost['bytes']:10d} bytes, loop blocked p50 "
                       f"{cost['blocked_ms_p50']} ms, p99 {cost['blocked_ms_p99']} ms "
