@@ -270,8 +270,8 @@ def checkpoint_cost(settings: Settings, bootstrap: str, dataset: str, spec: str,
 
 
 def checkpoint_dataset(name: str) -> str:
-    """The checkpoint-cost models are binary classifiers (LogReg among them): they learn
-    ``name`` when it is a binary classification dataset, and Phishing otherwise."""
+    """The checkpoint-cost models are classifiers, LogReg a binary one: they learn ``name``
+    when it is a binary classification dataset, and Phishing otherwise."""
     from river import datasets
 
     return name if getattr(datasets, name)().task == datasets.base.BINARY_CLF else "Phishing"
