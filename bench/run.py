@@ -152,15 +152,18 @@ def hand_rolled(bootstrap: str, source: str, sink: str, spec: str, ready: Any) -
     consumer.subscribe([source])
     producer = make_producer(settings, "bench-hand")
     model, predict = user_model(spec)
+    assigned = False  # a plain flag: asking ``ready`` takes a lock in every pass
     while True:
         for r in poll(consumer, 500, 0.1):
             doc = orjson.loads(r.value() or b"")
-            prediction = predict(doc["x"])
-            model.learn_one(doc["x"], doc["y"])
+            x = doc["x"]
+            prediction = predict(x)
+            model.learn_one(x, doc["y"])
             producer.produce(sink, orjson.dumps({"id": doc["id"], "prediction": prediction},
                                                 option=orjson.OPT_NON_STR_KEYS))
         producer.poll(0)  # delivery reports, so that the queue does not fill
-        if not ready.is_set() and consumer.assignment():
+        if not assigned and consumer.assignment():
+            assigned = True
             ready.set()
 
 
