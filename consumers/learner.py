@@ -38,6 +38,7 @@ from consumers.background_checkpoint import (
 )
 from consumers.kafka_io import (
     BROKER_WAIT_S,
+    Poller,
     Publisher,
     commit,
     make_consumer,
@@ -308,11 +309,12 @@ class Learner:
 
     def loop(self, stop: threading.Event) -> None:
         assert self.consumer is not None and self.merge is not None
-        batch, busy = self.settings.max_poll_records, self.settings.busy_poll_ms / 1000
+        poller = Poller(self.consumer, self.settings.max_poll_records, 0.1,
+                        self.settings.busy_poll_ms / 1000)
         while not stop.is_set():
             self.renew_lease()
             # Rebalance callbacks (on_assign, on_revoke) run in here, and their errors come out.
-            self.merge.add(poll(self.consumer, batch, 0.1, busy))
+            self.merge.add(poller())
             try:
                 for record in self.merge.drain():
                     self.handle(record)

@@ -15,7 +15,7 @@ import time
 
 import confluent_kafka as rdkafka
 
-from consumers.kafka_io import Publisher, commit, make_consumer, make_producer, poll, process_record
+from consumers.kafka_io import Poller, Publisher, commit, make_consumer, make_producer, process_record
 from consumers.learner import field_names, signing_keys
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
@@ -94,10 +94,11 @@ class Predictor:
         self.publisher = Publisher(make_producer(self.settings, "stream-learner-serve"), self.settings)
         self.consumer.subscribe([self.settings.events_topic], on_assign=self.on_assign,
                                  on_revoke=self.on_revoke)
-        batch, busy = self.settings.max_poll_records, self.settings.busy_poll_ms / 1000
+        poller = Poller(self.consumer, self.settings.max_poll_records, 0.2,
+                        self.settings.busy_poll_ms / 1000)
         try:
             while not stop.is_set():
-                for record in poll(self.consumer, batch, 0.2, busy):
+                for record in poller():
                     self.handle(record)
                 self.publisher.reap()  # drop the acknowledged sends as they come
                 if time.monotonic() - self.last_commit >= self.settings.commit_interval:

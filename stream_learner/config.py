@@ -136,10 +136,11 @@ class Settings:
     max_poll_records: int = _opt(500, "Records per poll batch.", minimum=1, modes="learn serve")
     # At most the learner's poll timeout, so that the loop still renews its lease, checks its
     # timers and sees a stop as often as when it blocks.
-    busy_poll_ms: float = _opt(0.0, "Milliseconds the loop keeps asking for records, without "
-                               "sleeping, once none are left, before it blocks (0: block at "
-                               "once). Lower latency where waking a sleeping thread is slow, as "
-                               "on virtual machines, for up to a whole core while events flow.",
+    busy_poll_ms: float = _opt(5.0, "Milliseconds the loop keeps asking for records, without "
+                               "sleeping, once none are left, before it blocks, while it works "
+                               "at least a third of the time (0: always block at once). Lower "
+                               "latency near capacity where waking a sleeping thread is slow, "
+                               "as on virtual machines, for up to a whole core while it lasts.",
                                minimum=0.0, maximum=100.0, modes="learn serve")
     commit_interval: float = _opt(5.0, "Seconds between offset commits to Kafka (a learner's are for "
                                   "lag monitoring only, and also made at revocation and shutdown).",

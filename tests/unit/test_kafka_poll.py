@@ -1,4 +1,4 @@
-"""``kafka_io.poll`` against an in-memory twin of librdkafka's consumer."""
+"""``kafka_io.poll`` and ``Poller`` against an in-memory twin of librdkafka's consumer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import confluent_kafka as rdkafka
 import pytest
 
 from consumers import kafka_io
-from consumers.kafka_io import poll
+from consumers.kafka_io import Poller, poll
 from stream_learner.errors import StreamLearnerError
 
 
@@ -42,7 +42,10 @@ class ConsumerTwin:
 
     def poll(self, timeout: float) -> Msg | None:
         self.waits.append(timeout)
-        return self.queued.pop(0) if self.queued else None
+        if self.queued:
+            return self.queued.pop(0)
+        self.clock += timeout  # blocked for all of it
+        return None
 
 
 EOF_ = rdkafka.KafkaError(rdkafka.KafkaError._PARTITION_EOF)
@@ -88,3 +91,30 @@ def test_a_busy_poll_blocks_once_its_time_is_up(monkeypatch: pytest.MonkeyPatch)
     assert poll(consumer, 500, 0.25, busy=0.001) == []
     # Each ask takes 0.4 ms and the busy time runs 1 ms from the first's end: four asks, then a block.
     assert consumer.waits == [0, 0, 0, 0, 0.25]
+
+
+def test_a_poller_busy_polls_only_while_its_loop_works_a_third_of_the_time_or_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tick = 2.0**-10  # seconds per ask; powers of two, so that the twin's clock adds up exactly
+    consumer: Any = ConsumerTwin([], tick=tick)
+    monkeypatch.setattr(kafka_io, "time", SimpleNamespace(perf_counter=lambda: consumer.clock))
+    # Each ask that finds nothing blocks for a whole window (0.5 s), so each ask judges the
+    # work done since the one before.
+    poller = Poller(consumer, 500, Poller.BUSY_WINDOW_S, busy=8 * tick)
+
+    def asks_after(work: float) -> int:
+        """The loop works ``work`` seconds, then asks: how many asks before it blocks."""
+        consumer.clock += work
+        consumer.waits.clear()
+        assert poller() == []
+        assert consumer.waits[-1] == Poller.BUSY_WINDOW_S
+        return len(consumer.waits) - 1
+
+    assert asks_after(0.0) == 1  # the first ask
+    # Working 0.125 s to each 0.5 s blocked is a fifth of the time: it never spins.
+    assert [asks_after(0.125) for _ in range(4)] == [1] * 4
+    # Half the time: it spins for its busy time, eight asks' worth, before it blocks.
+    assert [asks_after(0.5) for _ in range(3)] == [9] * 3
+    # Idle again: it stops spinning.
+    assert [asks_after(0.0) for _ in range(2)] == [1] * 2
