@@ -136,7 +136,7 @@ class Settings:
     max_poll_records: int = _opt(500, "Records per poll batch.", minimum=1, modes="learn serve")
     # At most the learner's poll timeout, so that the loop still renews its lease, checks its
     # timers and sees a stop as often as when it blocks.
-    busy_poll_ms: float = _opt(5.0, "Milliseconds the loop keeps asking for records, without "
+    busy_poll_ms: float = _opt(0.0, "Milliseconds the loop keeps asking for records, without "
                                "sleeping, once none are left, before it blocks, while it works "
                                "at least a third of the time (0: always block at once). Lower "
                                "latency near capacity where waking a sleeping thread is slow, "
