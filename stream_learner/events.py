@@ -44,7 +44,8 @@ class FieldNames:
 
 
 # One Source and one Event per message: not frozen, since a frozen dataclass's __init__ sets
-# each field through object.__setattr__: ~0.9 us more per message for the two (docs/performance.md, item 22).
+# each field through object.__setattr__, ~0.9 us more per message for the two
+# (docs/performance.md, item 22).
 @dataclass(slots=True)
 class Source:
     """Where a message came from; Kafka timestamps are in milliseconds."""
