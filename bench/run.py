@@ -167,6 +167,16 @@ def hand_rolled(bootstrap: str, source: str, sink: str, spec: str, ready: Any) -
             ready.set()
 
 
+def start_and_wait(proc: Any, ready: Any, failure: str) -> None:
+    """Start a helper process and wait up to 60 s for it to set ``ready``; otherwise stop it
+    and end the bench with ``failure``."""
+    proc.start()
+    if not ready.wait(60):
+        proc.terminate()
+        proc.join()
+        raise SystemExit(f"bench: {failure} in 60 s")
+
+
 class HandRolled:
     """``hand_rolled`` in a process of its own, started and waited for as the learner is."""
 
@@ -176,10 +186,7 @@ class HandRolled:
         self.proc = context.Process(target=hand_rolled, args=(bootstrap, source, sink, spec, self._ready))
 
     def __enter__(self) -> HandRolled:
-        self.proc.start()
-        if not self._ready.wait(60):
-            self.proc.terminate()
-            raise SystemExit("bench: the hand-rolled loop was not assigned its partitions in 60 s")
+        start_and_wait(self.proc, self._ready, "the hand-rolled loop was not assigned its partitions")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -414,9 +421,7 @@ class MachineProbe:
         self._samples: dict[str, list[list[float]]] = {}
 
     def __enter__(self) -> MachineProbe:
-        self._proc.start()
-        if not self._ready.wait(60):
-            raise SystemExit("bench: the machine probe did not start")
+        start_and_wait(self._proc, self._ready, "the machine probe did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
