@@ -11,11 +11,11 @@ from functools import partial
 from typing import Any
 
 import confluent_kafka as rdkafka
+import confluent_kafka.admin as rdkafka_admin
 
 from stream_learner.config import Settings
-from stream_learner.engine import Engine
-from stream_learner.errors import InvalidEvent, PublishError, StreamLearnerError
-from stream_learner.events import FieldNames, Source, decode_event
+from stream_learner.errors import PublishError, StreamLearnerError
+from stream_learner.events import Source
 
 log = logging.getLogger("stream_learner")
 
@@ -23,6 +23,10 @@ Headers = list[tuple[str, str | bytes | None]]
 
 # Room for the dead-letter copy of an oversized event; the broker still enforces its own limit.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# What a broker accepts in one record batch unless told otherwise (message.max.bytes).
+BROKER_DEFAULT_RECORD_BYTES = 1_048_588
+DEFAULT_BATCH_BYTES = 1_000_000  # librdkafka's batch.size
+BATCH_FRAMING_BYTES = 1024
 # The longest a prediction waits for others to share its batch: at full speed batches fill
 # anyway, and at half of it 1 ms took ~3 ms off the median latency (docs/performance.md).
 LINGER_MS = 1
@@ -165,10 +169,12 @@ class Poller:
         return messages
 
 
-def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdkafka.Producer:
+def make_producer(settings: Settings, client_id: str = "stream-learner",
+                  max_batch: int = BROKER_DEFAULT_RECORD_BYTES) -> rdkafka.Producer:
     """librdkafka's producer (confluent-kafka): it builds and sends batches in threads of its
     own, outside the GIL; a send costs the loop ~2 us, against 16 - 27 us with kafka-python's
-    (docs/performance.md). Construction does no network I/O."""
+    (docs/performance.md). Its batches stay below ``max_batch`` bytes (a topic's
+    ``record_limit``); a larger record goes alone. Construction does no network I/O."""
     try:
         return rdkafka.Producer({
             "bootstrap.servers": settings.bootstrap_servers,
@@ -176,6 +182,7 @@ def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdka
             "enable.idempotence": True,  # acks=all; retries neither duplicate nor reorder
             "linger.ms": LINGER_MS,
             "message.max.bytes": MAX_REQUEST_BYTES,
+            "batch.size": max(1024, min(DEFAULT_BATCH_BYTES, max_batch - BATCH_FRAMING_BYTES)),
             "message.timeout.ms": DELIVERY_TIMEOUT_MS,
             "queue.buffering.max.messages": QUEUED_MESSAGES,
             "partitioner": "murmur2_random",  # a key's partition as Java and kafka-python compute it
@@ -184,6 +191,32 @@ def make_producer(settings: Settings, client_id: str = "stream-learner") -> rdka
         })
     except rdkafka.KafkaException as exc:
         raise StreamLearnerError(f"Kafka producer: {exc.args[0].str()}") from None
+
+
+def record_limit(settings: Settings, topic: str) -> int:
+    """The largest record batch ``topic`` accepts: its ``max.message.bytes``, or the broker's
+    ``message.max.bytes`` while the topic does not exist (it is created with the broker's
+    default), or Kafka's default when neither can be read (no DescribeConfigs permission)."""
+    options: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, "logger": log,
+                               **security_options(settings)}
+    admin = rdkafka_admin.AdminClient(options)
+    kinds: Any = rdkafka_admin  # its ConfigResource and ResourceType are not typed as exported
+    try:
+        resource = kinds.ConfigResource(kinds.ResourceType.TOPIC, topic)
+        try:
+            return int(admin.describe_configs([resource])[resource].result(BROKER_WAIT_S)
+                       ["max.message.bytes"].value)
+        except rdkafka.KafkaException as exc:
+            if exc.args[0].code() != rdkafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+        brokers = admin.list_topics(timeout=BROKER_WAIT_S).brokers
+        resource = kinds.ConfigResource(kinds.ResourceType.BROKER, str(min(brokers)))
+        return int(admin.describe_configs([resource])[resource].result(BROKER_WAIT_S)
+                   ["message.max.bytes"].value)
+    except (rdkafka.KafkaException, KeyError, ValueError, TimeoutError) as exc:
+        log.warning("cannot read the record size limit of %s (%s): assuming Kafka's default, %d bytes",
+                    topic, exc, BROKER_DEFAULT_RECORD_BYTES)
+        return BROKER_DEFAULT_RECORD_BYTES
 
 
 def require_broker(producer: rdkafka.Producer, settings: Settings) -> None:
@@ -196,7 +229,7 @@ def require_broker(producer: rdkafka.Producer, settings: Settings) -> None:
                                  f"in {BROKER_WAIT_S:g} s ({exc.args[0].str()})") from None
 
 
-def produce(producer: rdkafka.Producer, topic: str, value: bytes, key: bytes | None,
+def produce(producer: rdkafka.Producer, topic: str, value: bytes | None, key: bytes | None,
             on_delivery: Callable[[Any, Any], None], *, headers: Headers | None = None,
             timestamp_ms: int = 0) -> None:
     """Queue one message (timestamp 0: now); while the queue is full, wait for it to drain."""
@@ -216,54 +249,36 @@ class Publisher:
 
     Sends are numbered in order. ``reap`` serves the producer's delivery reports and takes the
     answered sends off the head, in order, so after ``reap(upto=n)`` has returned 0 the first
-    ``n`` sends are all answered, ``published`` says where the predictions among them ended,
-    and a failure among them is in ``failures``. Delivery reports run in the thread that
-    reaps or flushes (the loop's), never in the producer's.
+    ``n`` sends are all answered, ``published`` says where the sends among them ended in each
+    partition, and a failure among them is in ``failures``. Delivery reports run in the thread
+    that reaps or flushes (the loop's), never in the producer's.
     """
 
-    def __init__(self, producer: rdkafka.Producer, settings: Settings,
-                 dead_letters: dict[str, int] | None = None) -> None:
+    def __init__(self, producer: rdkafka.Producer, settings: Settings) -> None:
         self.producer = producer
         self.predictions_topic = settings.predictions_topic
-        self.dead_letter_topic = settings.dead_letter_topic
         self.failures: list[str] = []
-        self.published: dict[int, int] = {}  # predictions partition -> next offset after the reaped
-        self.dead_letters = {} if dead_letters is None else dead_letters  # reason -> count
+        self.published: dict[str, int] = {}  # "topic:partition" -> next offset after the reaped
         self.sent = 0  # sends so far; the number of the next one
         self.reaped = 0
         # Delivery reports come in send order within a partition only: each waits here, by its
         # send number, until the sends before it are answered too.
-        self._answers: dict[int, tuple[str | None, int, int]] = {}  # number -> (failure, partition, offset)
+        self._answers: dict[int, tuple[str | None, str, int]] = {}  # number -> (failure, tp, offset)
 
     def prediction(self, key: str, value: bytes) -> None:
-        self._send(self.predictions_topic, value, key=key.encode())
+        self.send(self.predictions_topic, value, key=key.encode())
 
-    def dead_letter(self, raw: bytes, error: InvalidEvent, source: Source) -> None:
-        cause = error.__cause__ or error
-        headers: Headers = [
-            ("reason", error.reason.encode()),
-            ("detail", error.detail[:1000].encode()),
-            ("source.topic", source.topic.encode()),
-            ("source.partition", str(source.partition).encode()),
-            ("source.offset", str(source.offset).encode()),
-            ("exception", type(cause).__name__.encode()),
-        ]
-        self.dead_letters[error.reason] = self.dead_letters.get(error.reason, 0) + 1
-        log.warning("dead letter %s: %s", source, error)
-        self._send(self.dead_letter_topic, raw, headers=headers)
-
-    def _send(self, topic: str, value: bytes, key: bytes | None = None,
-              headers: Headers | None = None) -> None:
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None,
+             headers: Headers | None = None) -> None:
         produce(self.producer, topic, value, key, partial(self._answered, self.sent), headers=headers)
         self.sent += 1
 
     def _answered(self, number: int, error: rdkafka.KafkaError | None, message: rdkafka.Message) -> None:
         if error is not None:
-            self._answers[number] = (f"{message.topic()}: {error.str()}", -1, -1)
-        elif message.topic() == self.predictions_topic:
-            self._answers[number] = (None, message.partition() or 0, message.offset() or 0)
+            self._answers[number] = (f"{message.topic()}: {error.str()}", "", -1)
         else:
-            self._answers[number] = (None, -1, -1)
+            tp = f"{message.topic()}:{message.partition() or 0}"
+            self._answers[number] = (None, tp, message.offset() or 0)
 
     def reap(self, upto: int | None = None) -> int:
         """Take answered sends off the head, up to send number ``upto`` (default: all);
@@ -272,12 +287,12 @@ class Publisher:
         limit = self.sent if upto is None else upto
         answers = self._answers
         while self.reaped < limit and self.reaped in answers:
-            failure, partition, offset = answers.pop(self.reaped)
+            failure, tp, offset = answers.pop(self.reaped)
             self.reaped += 1
             if failure is not None:
                 self.failures.append(failure)
-            elif partition >= 0 and offset >= self.published.get(partition, 0):
-                self.published[partition] = offset + 1
+            elif offset >= self.published.get(tp, 0):
+                self.published[tp] = offset + 1
         return max(0, limit - self.reaped)
 
     def check(self) -> None:
@@ -300,23 +315,6 @@ class Publisher:
     def close(self) -> None:
         """Send what is queued (within a few seconds) and let the producer go."""
         self.producer.flush(10)
-
-
-def process_record(record: rdkafka.Message, engine: Engine, publisher: Publisher,
-                   fields: FieldNames, settings: Settings) -> Source:
-    """Decode, predict (and learn), publish the prediction or the dead letter; returns where
-    the record came from."""
-    source = source_of(record)
-    raw = record.value() or b""
-    try:
-        event = decode_event(raw, source, fields, engine.state.task, settings.max_event_bytes,
-                             settings.max_abs_value)
-        prediction = engine.process(event)
-    except InvalidEvent as exc:
-        publisher.dead_letter(raw, exc, source)
-    else:
-        publisher.prediction(event.key or event.id, prediction)
-    return source
 
 
 def source_of(record: rdkafka.Message) -> Source:

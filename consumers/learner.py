@@ -36,40 +36,39 @@ from consumers.background_checkpoint import (
     Outcome,
     PickledCheckpoint,
 )
+from consumers.dead_letters import Author, DeadLetters
 from consumers.kafka_io import (
-    BROKER_WAIT_S,
     Poller,
     Publisher,
     commit,
     make_consumer,
     make_producer,
     make_reader,
-    poll,
+    record_limit,
     source_of,
 )
 from consumers.ordering import EventTimeMerge
+from consumers.replay import ReplayGuard, positions, recover
 from stream_learner.checkpoint import CheckpointMeta, open_record, seal_record, tp_key
 from stream_learner.config import Settings
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import (
     ConfigError,
     InvalidEvent,
+    ModelBroken,
     NoCheckpoint,
     StoreUnavailable,
     StreamLearnerError,
 )
-from stream_learner.events import FieldNames, check_label, decode_event, decode_label
+from stream_learner.events import Source, check_label, decode_event, decode_label
 from stream_learner.pending import PendingLabels
 from stream_learner.store import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
 
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between checkpoint attempts while Redis is down
-
-
-def field_names(settings: Settings) -> FieldNames:
-    return FieldNames(settings.id_field, settings.key_field, settings.ts_field, settings.x_field,
-                      settings.y_field)
+# Rejections after which the model may be half-updated: back to the last checkpoint.
+REWINDS = ("model_error", "internal_error")
 
 
 def signing_keys(settings: Settings) -> dict[str, bytes]:
@@ -102,7 +101,7 @@ class _Plan:
     dead_letters: dict[str, int]
     since: int  # events since the previous checkpoint
     sends: int  # the sends made before it, which must all be acknowledged first
-    still_ahead: bool  # predictions beyond its offsets are published already
+    still_ahead: bool  # predictions or dead letters beyond its offsets are sent already
 
 
 @dataclass
@@ -129,18 +128,19 @@ class Learner:
         self.settings = settings
         self.store = store
         self.owner = settings.instance_id or socket.gethostname()
-        self.fields = field_names(settings)
+        self.fields = settings.event_fields()
+        self.limits = settings.event_limits()
         self.offsets: dict[str, int] = {}  # tp_key -> next offset, consistent with self.state
         self.first_seen: dict[str, int] = {}  # partitions the snapshot does not cover yet
         self.events = 0
         self.dead_letters: dict[str, int] = {}  # carried across restarts by the checkpoint
-        self.published: dict[str, int] = {}  # predictions tp_key -> next offset, as of the checkpoint
-        # Predictions already published, which a replay must not publish again: this process's
-        # (it predicts each partition in order, so a position says it), and those found on the
-        # predictions topic at start, published by an earlier run after its checkpoint.
-        self.predicted: dict[str, int] = {}  # tp_key -> next offset after this process's last
-        self.recovered: set[tuple[str, int, int]] = set()
+        # Predictions and dead-letter topics' tp_key -> next offset, as of the checkpoint.
+        self.published: dict[str, int] = {}
+        self.guard = ReplayGuard()
         self.poisoned: dict[tuple[str, int, int], InvalidEvent] = {}  # records the model raised on
+        self.model_errors = 0  # consecutive events dead-lettered as model errors
+        self.first_model_error: InvalidEvent | None = None
+        self.checkpoint_now = False  # after a model error's dead letter: so no replay repeats it
         self.merge: EventTimeMerge | None = None
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
@@ -158,6 +158,7 @@ class Learner:
         self.engine: Engine | None = None
         self.consumer: rdkafka.Consumer | None = None
         self.publisher: Publisher | None = None
+        self.letters: DeadLetters | None = None
 
     # -- ownership --------------------------------------------------------------------------
 
@@ -205,69 +206,41 @@ class Learner:
                      meta.offsets)
         self.state, self.version = state, meta.version
         self.offsets, self.events = dict(meta.offsets), meta.events
-        self.dead_letters.clear()  # the publisher counts into this very dict
+        self.dead_letters.clear()  # self.letters counts into this very dict
         self.dead_letters.update(meta.dead_letters)
         self.published = dict(meta.published)
         self.failures = max(self.failures, meta.checkpoint_failures)  # a rewind keeps its own count
         configure_labels(state, s)
-        self.engine = Engine(state, model_name=s.model, mode="learn", version=self.version)
+        state.features.max_features = s.max_features
+        self.engine = Engine(state, model_name=s.model, mode="learn", version=self.version,
+                             max_classes=s.max_classes)
 
-    def predictions_positions(self) -> dict[str, int]:
-        """Where each partition of the predictions topic ends now."""
+    @property
+    def output_topics(self) -> dict[str, str]:
+        """The topics the learner writes to, with their flags."""
+        s = self.settings
+        return {s.predictions_topic: "--predictions-topic", s.dead_letter_topic: "--dead-letter-topic"}
+
+    def output_positions(self) -> dict[str, int]:
+        """Where each partition of the predictions and dead-letter topics ends now."""
         reader = make_reader(self.settings)
         try:
-            topic = self.settings.predictions_topic
-            return {tp_key(topic, p): end for p, end in self._ends(reader).items()}
+            return positions(reader, self.output_topics)
         finally:
             reader.close()
 
-    def _ends(self, reader: rdkafka.Consumer) -> dict[int, int]:
-        """Partition -> end offset of the predictions topic (none while it does not exist)."""
-        topic = self.settings.predictions_topic
-        try:
-            found = reader.list_topics(topic, timeout=BROKER_WAIT_S).topics[topic]
-            return {p: reader.get_watermark_offsets(rdkafka.TopicPartition(topic, p),
-                                                    timeout=BROKER_WAIT_S)[1]
-                    for p in sorted(found.partitions)}
-        except rdkafka.KafkaException as exc:
-            raise StreamLearnerError(f"--predictions-topic {topic}: {exc.args[0].str()}") from None
-
-    def recover_published(self) -> None:
-        """Find the predictions already published after the checkpoint, so a replay does not
-        publish them twice: read the predictions topic from the checkpoint's positions."""
+    def recover_sent(self) -> None:
+        """Find the predictions and dead letters an earlier run sent after the checkpoint, so
+        that a replay does not send them twice."""
         reader = make_reader(self.settings)
         try:
-            topic = self.settings.predictions_topic
-            ends = self._ends(reader)
-            start = {p: self.published.get(tp_key(topic, p), 0) for p in ends}
-            pending = {p: end for p, end in ends.items() if start[p] < end}
-            if not pending:
-                return
-            reader.assign([rdkafka.TopicPartition(topic, p, start[p]) for p in pending])
-            deadline = time.monotonic() + 60
-            while pending and time.monotonic() < deadline:
-                for m in poll(reader, 500, 0.2):
-                    partition, offset = m.partition() or 0, m.offset() or 0
-                    if m.error() is None:
-                        self._note_published(m.value())
-                    if m.error() is not None or offset + 1 >= pending.get(partition, 0):
-                        pending.pop(partition, None)  # read to its end, or to where it ended
-            if self.recovered:
-                log.info("%d predictions after v%d are already published; a replay skips them",
-                         len(self.recovered), self.version)
+            self.guard.recovered = recover(reader, topics=self.output_topics, start=self.published,
+                                           model=self.settings.model, offsets=self.offsets)
         finally:
             reader.close()
-
-    def _note_published(self, value: bytes | None) -> None:
-        try:
-            doc = json.loads(value or b"")
-            topic, partition, offset = doc["source"].rsplit("/", 2)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return
-        if (doc.get("model") == self.settings.model and doc.get("mode") == "learn"
-                and topic == self.settings.events_topic
-                and int(offset) >= self.offsets.get(tp_key(topic, int(partition)), 0)):
-            self.recovered.add((topic, int(partition), int(offset)))
+        if self.guard.recovered:
+            log.info("%d predictions and dead letters after v%d are sent already; a replay skips them",
+                     len(self.guard.recovered), self.version)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -277,16 +250,20 @@ class Learner:
         try:
             self.restore()
             self.consumer = make_consumer(self.settings, "learn")
-            self.publisher = Publisher(make_producer(self.settings, "stream-learner-learn"),
-                                       self.settings, self.dead_letters)
+            s = self.settings
+            limit = record_limit(s, s.dead_letter_topic)
+            self.publisher = Publisher(make_producer(s, "stream-learner-learn", limit), s)
+            author = Author(s.model, "learn", self.owner)
+            self.letters = DeadLetters(self.publisher, topic=s.dead_letter_topic, author=author,
+                                       max_bytes=limit, counts=self.dead_letters)
             try:
                 if self.version == 0:
-                    # v1 records where the predictions topic ends, so that a crash before v2
-                    # can still find (and not repeat) the predictions published since.
-                    self.published = self.predictions_positions()
+                    # v1 records where the output topics end, so that a crash before v2 can
+                    # still find (and not repeat) the predictions and dead letters sent since.
+                    self.published = self.output_positions()
                     self.checkpoint("initial", force=True)
                 else:
-                    self.recover_published()
+                    self.recover_sent()
                 self.merge = EventTimeMerge()
                 topics = [self.settings.events_topic, *([self.settings.labels_topic] if self.labels else [])]
                 self.consumer.subscribe(topics, on_assign=self.on_assign, on_revoke=self.on_revoke)
@@ -318,9 +295,14 @@ class Learner:
             try:
                 for record in self.merge.drain():
                     self.handle(record)
+                    if self.checkpoint_now:
+                        break
             except _Rewind:
                 self.rewind()
                 continue
+            if self.checkpoint_now:
+                self.checkpoint_now = False
+                self.checkpoint("after a model error")
             self.advance_checkpoint()
             if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                 self.commit_offsets(wait=False)
@@ -333,45 +315,71 @@ class Learner:
         self.commit_offsets(wait=True)
 
     def handle(self, record: rdkafka.Message) -> None:
-        assert self.engine is not None and self.publisher is not None
+        assert self.publisher is not None and self.letters is not None
         source = source_of(record)
         topic, offset = source.topic, source.offset
         where = (topic, source.partition, offset)
         tpk = tp_key(topic, source.partition)
         if tpk not in self.offsets and tpk not in self.first_seen:
             self.first_seen[tpk] = offset
-        raw = record.value() or b""
+        raw = record.value()
         poison = self.poisoned.get(where) if self.poisoned else None
         try:
             if poison is not None:
                 raise poison
-            s = self.settings
-            if self.labels and topic == s.labels_topic:
-                self.engine.label(decode_label(raw, source, self.fields, self.engine.state.task,
-                                               s.max_event_bytes, s.max_abs_value))
-                prediction = None
-            else:
-                event = decode_event(raw, source, self.fields, self.engine.state.task,
-                                     s.max_event_bytes, s.max_abs_value)
-                prediction = self.engine.process(event)
+            prediction, key = self.process(raw, source)
         except InvalidEvent as exc:
-            if exc.reason == "model_error" and poison is None:
+            if exc.reason in REWINDS and poison is None:
                 self.poisoned[where] = exc
                 log.error("model error at %s, rewinding to v%d: %s", source, self.version, exc)
                 raise _Rewind from exc
-            self.publisher.dead_letter(raw, exc, source)
+            if poison is not None:
+                self.model_failed(poison)
+            self.letters.count(exc, source)
+            if not self.guard.sent(tpk, where):
+                self.letters.send(raw, exc, source, self.version)
+                self.guard.answer(tpk, offset)
         else:
+            self.model_errors = 0
             if crashpoints.ARMED:
                 crashpoints.hit("after_predict")
-            if (prediction is not None and offset >= self.predicted.get(tpk, 0)
-                    and not (self.recovered and where in self.recovered)):
-                self.publisher.prediction(event.key or event.id, prediction)
-                self.predicted[tpk] = offset + 1
+            if prediction is not None and not self.guard.sent(tpk, where):
+                self.publisher.prediction(key, prediction)
+                self.guard.answer(tpk, offset)
                 if crashpoints.ARMED:
                     crashpoints.hit("after_publish")
         self.offsets[tpk] = offset + 1
         self.events += 1
         self.since_checkpoint += 1
+
+    def process(self, raw: bytes | None, source: Source) -> tuple[bytes | None, str]:
+        """Decode one record and run it through the engine: the encoded prediction and its
+        Kafka key (None for a label). Whatever else goes wrong is an ``internal_error``, which
+        rewinds like a model error: the record is dead-lettered, never the process stopped."""
+        assert self.engine is not None
+        try:
+            if self.labels and source.topic == self.settings.labels_topic:
+                self.engine.label(decode_label(raw, source, self.fields, self.engine.state.task,
+                                               self.limits))
+                return None, ""
+            event = decode_event(raw, source, self.fields, self.engine.state.task, self.limits)
+            return self.engine.process(event), event.key or event.id
+        except InvalidEvent:
+            raise
+        except Exception as exc:
+            raise InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}") from exc
+
+    def model_failed(self, error: InvalidEvent) -> None:
+        """A model error is dead-lettered: a checkpoint follows at once, so that no later rewind
+        replays it; past ``--max-model-errors`` in a row, the spec is broken: stop."""
+        self.checkpoint_now = True
+        self.model_errors += 1
+        if self.model_errors == 1:
+            self.first_model_error = error
+        if self.model_errors >= self.settings.max_model_errors:
+            raise ModelBroken(
+                f"--model-spec {self.settings.model_spec!r}: the model raised on {self.model_errors} "
+                f"events in a row (--max-model-errors); the first: {self.first_model_error}")
 
     def rewind(self) -> None:
         """Back to the last checkpoint; the poisoned event is dead-lettered when it comes round
@@ -403,11 +411,10 @@ class Learner:
     def plan(self) -> _Plan:
         """The next checkpoint, as of now."""
         assert self.publisher is not None
-        # Predictions of events beyond this checkpoint's offsets that an earlier run published
-        # (a restart interleaves partitions differently) must stay findable: until there are
-        # none, the scan position for the next restart does not move.
-        still_ahead = (any(o > self.offsets.get(k, 0) for k, o in self.predicted.items())
-                       or any(o >= self.offsets.get(tp_key(t, p), 0) for t, p, o in self.recovered))
+        # Predictions and dead letters of records beyond this checkpoint's offsets that an earlier
+        # run sent (a restart interleaves partitions differently) must stay findable: until there
+        # are none, the scan positions for the next restart do not move.
+        still_ahead = self.guard.ahead_of(self.offsets)
         return _Plan(self.version + 1, dict(self.offsets), self.events, dict(self.dead_letters),
                      self.since_checkpoint, self.publisher.sent, still_ahead)
 
@@ -421,8 +428,7 @@ class Learner:
         assert self.publisher is not None
         published = dict(self.published)
         if not plan.still_ahead:
-            topic = self.settings.predictions_topic
-            published.update({tp_key(topic, p): o for p, o in self.publisher.published.items()})
+            published.update(self.publisher.published)
         return published
 
     def checkpoint(self, reason: str, force: bool = False) -> None:
@@ -537,7 +543,7 @@ class Learner:
         self.published = published
         covered = plan.offsets
         self.first_seen = {k: o for k, o in self.first_seen.items() if k not in covered}
-        self.recovered = {(t, p, o) for t, p, o in self.recovered if o >= covered.get(tp_key(t, p), 0)}
+        self.guard.covered(covered)
         self.poisoned = {(t, p, o): e for (t, p, o), e in self.poisoned.items()
                          if o >= covered.get(tp_key(t, p), 0)}
         self.since_checkpoint -= plan.since

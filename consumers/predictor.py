@@ -10,17 +10,28 @@ across the swap.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
 import confluent_kafka as rdkafka
 
-from consumers.kafka_io import Poller, Publisher, commit, make_consumer, make_producer, process_record
-from consumers.learner import field_names, signing_keys
+from consumers.dead_letters import Author, DeadLetters
+from consumers.kafka_io import (
+    Poller,
+    Publisher,
+    commit,
+    make_consumer,
+    make_producer,
+    record_limit,
+    source_of,
+)
+from consumers.learner import signing_keys
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
 from stream_learner.engine import Engine
-from stream_learner.errors import CheckpointError, NoCheckpoint, StoreUnavailable
+from stream_learner.errors import CheckpointError, InvalidEvent, NoCheckpoint, StoreUnavailable
+from stream_learner.events import decode_event
 from stream_learner.store import ModelStore
 
 log = logging.getLogger("stream_learner.predictor")
@@ -30,11 +41,13 @@ class Predictor:
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self.settings = settings
         self.store = store
-        self.fields = field_names(settings)
+        self.fields = settings.event_fields()
+        self.limits = settings.event_limits()
         self.keys = signing_keys(settings)
         self.engine: Engine | None = None
         self.consumer: rdkafka.Consumer | None = None
         self.publisher: Publisher | None = None
+        self.letters: DeadLetters | None = None
         self.positions: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
         self.closing = False  # the consumer's close revokes its partitions: committed already
         self.refused: set[int] = set()
@@ -91,7 +104,12 @@ class Predictor:
     def run(self, stop: threading.Event) -> None:
         self.load(self.settings.pin_version, stop)
         self.consumer = make_consumer(self.settings, "serve")
-        self.publisher = Publisher(make_producer(self.settings, "stream-learner-serve"), self.settings)
+        s = self.settings
+        limit = record_limit(s, s.dead_letter_topic)
+        self.publisher = Publisher(make_producer(s, "stream-learner-serve", limit), s)
+        author = Author(s.model, "frozen", s.instance_id or socket.gethostname())
+        self.letters = DeadLetters(self.publisher, topic=s.dead_letter_topic, author=author,
+                                   max_bytes=limit)
         self.consumer.subscribe([self.settings.events_topic], on_assign=self.on_assign,
                                  on_revoke=self.on_revoke)
         poller = Poller(self.consumer, self.settings.max_poll_records, 0.2,
@@ -111,8 +129,24 @@ class Predictor:
             self.publisher.close()
 
     def handle(self, record: rdkafka.Message) -> None:
-        assert self.engine is not None and self.publisher is not None
-        source = process_record(record, self.engine, self.publisher, self.fields, self.settings)
+        """Decode, predict, publish the prediction or the dead letter. Whatever goes wrong
+        with one record is that record's dead letter (``internal_error`` if unforeseen)."""
+        assert self.engine is not None and self.publisher is not None and self.letters is not None
+        source = source_of(record)
+        raw = record.value()
+        try:
+            try:
+                event = decode_event(raw, source, self.fields, self.engine.state.task, self.limits)
+                prediction = self.engine.process(event)
+            except InvalidEvent:
+                raise
+            except Exception as exc:
+                raise InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}") from exc
+        except InvalidEvent as exc:
+            self.letters.count(exc, source)
+            self.letters.send(raw, exc, source, self.version)
+        else:
+            self.publisher.prediction(event.key or event.id, prediction)
         self.positions[(source.topic, source.partition)] = source.offset + 1
 
     def commit(self, wait: bool = True) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_learner.errors import ConfigError
+from stream_learner.events import FieldNames, Limits
 
 ENV_PREFIX = "STREAM_LEARNER_"
 
@@ -86,6 +87,14 @@ class Settings:
                      choices=TASKS, modes="learn")
     rolling_window: int = _opt(1000, "Window of the rolling prequential metrics, in labelled events.",
                                minimum=1, modes="learn")
+    max_features: int = _opt(100_000, "The model's feature budget: distinct features (a string "
+                             "feature counts once per value) it learns from; past it, new ones are "
+                             "dropped from events and counted.", minimum=1, modes="learn")
+    max_classes: int = _opt(1000, "Most classes a multiclass model learns; a label beyond them is "
+                            "dead-lettered (new_class).", minimum=2, modes="learn")
+    max_model_errors: int = _opt(100, "Consecutive events the model raises on before the learner "
+                                 "stops: the spec is broken, not the events.", minimum=1,
+                                 modes="learn")
 
     # Event contract
     id_field: str = _opt("id", "Event field holding the event id.", modes="learn serve produce")
@@ -99,6 +108,15 @@ class Settings:
     max_abs_value: float = _opt(1e15, "Numbers (features, regression labels) beyond +/- this are "
                                 "dead-lettered: finite but huge values overflow a model's statistics.",
                                 minimum=1.0, maximum=1e18, modes="learn serve")
+    max_event_features: int = _opt(1000, "Events with more features are dead-lettered.", minimum=1,
+                                   modes="learn serve")
+    max_string_chars: int = _opt(1024, "Longest id, key, feature name, string feature or label, in "
+                                 "characters; longer ones are dead-lettered.", minimum=16,
+                                 modes="learn serve")
+    max_ts_ahead: float = _opt(3600.0, "Seconds an event's time may lie ahead of its Kafka timestamp; "
+                               "further ahead it is dead-lettered, so that one event cannot move "
+                               "event time (and expire the events waiting for labels).",
+                               minimum=0.0, modes="learn serve")
 
     # Checkpoints
     checkpoint_every: int = _opt(10_000, "Checkpoint after this many events.", minimum=1,
@@ -145,6 +163,14 @@ class Settings:
     commit_interval: float = _opt(5.0, "Seconds between offset commits to Kafka (a learner's are for "
                                   "lag monitoring only, and also made at revocation and shutdown).",
                                   minimum=0.01, modes="learn serve")
+
+    def event_fields(self) -> FieldNames:
+        return FieldNames(self.id_field, self.key_field, self.ts_field, self.x_field, self.y_field)
+
+    def event_limits(self) -> Limits:
+        return Limits(max_bytes=self.max_event_bytes, max_abs=self.max_abs_value,
+                      max_features=self.max_event_features, max_string_chars=self.max_string_chars,
+                      max_ts_ahead=self.max_ts_ahead)
 
     def consumer_group(self, mode: str) -> str:
         return self.group_id or f"stream-learner.{self.model}.{mode}"

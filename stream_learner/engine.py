@@ -23,6 +23,7 @@ from typing import Any
 
 from river import base
 
+from stream_learner.budget import MAX_FEATURES, FeatureBudget
 from stream_learner.errors import InvalidEvent
 from stream_learner.events import Event, Label, LateLabel, encode_prediction
 from stream_learner.metrics import PrequentialMetrics
@@ -30,6 +31,7 @@ from stream_learner.models import build_model, infer_task
 from stream_learner.pending import PendingLabels, Waiting
 
 _MASK = 2**64 - 1
+MAX_CLASSES = 1000
 
 
 def id_hash(event_id: str) -> int:
@@ -51,38 +53,48 @@ class ModelState:
     digest: int = 0  # sum of id_hash() of every learned event id, mod 2**64: exactly-once evidence
     pending: PendingLabels | None = None  # unlabelled events awaiting a late label
     default_label: Label | None = None  # learned when a pending event expires (None: drop it)
+    features: FeatureBudget = field(default_factory=FeatureBudget)
 
     @classmethod
     def fresh(cls, spec: str, task: str = "auto", window: int = 1000,
-              pending: PendingLabels | None = None, default_label: Label | None = None) -> ModelState:
+              pending: PendingLabels | None = None, default_label: Label | None = None,
+              max_features: int = MAX_FEATURES) -> ModelState:
         model = build_model(spec)
         task = infer_task(model, task)
         return cls(model, spec, task, PrequentialMetrics(task, window), pending=pending,
-                   default_label=default_label)
+                   default_label=default_label, features=FeatureBudget(max_features))
 
 
 class Engine:
-    """Runs events through one ``ModelState``; ``learn=False`` serves it frozen."""
+    """Runs events through one ``ModelState``; ``learn=False`` serves it frozen: then it predicts
+    on the features the model knows only (``FeatureBudget.restrict``), so that serving never
+    changes the model."""
 
     def __init__(self, state: ModelState, *, model_name: str, mode: str, version: int = 0,
-                 learn: bool = True) -> None:
+                 learn: bool = True, max_classes: int = MAX_CLASSES) -> None:
         self.state = state
         self.model_name = model_name
         self.mode = mode
         self.version = version
         self.learn = learn
         self._is_classifier = state.task != "regression"
+        self._max_classes = 2 if state.task == "binary" else max_classes
+        self._classes = set(state.classes)
 
     def check(self, event: Event) -> None:
-        """Refuse what the model must not see: a third class for a binary model."""
-        if self.learn and event.y is not None and self.state.task == "binary":
+        """Refuse what the model must not see: a third class for a binary model, or a class
+        beyond ``max_classes`` for a multiclass one."""
+        if self.learn and event.y is not None and self._is_classifier:
             self._check_class(event.y)
 
     def _check_class(self, y: Label) -> None:
-        if y not in self.state.classes:
-            if len(self.state.classes) >= 2:
-                raise InvalidEvent("new_class", f"label {y!r} is not one of {self.state.classes}")
-            self.state.classes.append(y)
+        if y not in self._classes:
+            classes = self.state.classes
+            if len(classes) >= self._max_classes:
+                shown = classes if len(classes) <= 10 else f"the {len(classes)} classes it knows"
+                raise InvalidEvent("new_class", f"label {y!r} is not one of {shown}")
+            classes.append(y)
+            self._classes.add(y)
 
     def predict(self, x: dict[str, Any]) -> tuple[Label | None, dict[Any, float] | None]:
         model: Any = self.state.model
@@ -93,28 +105,35 @@ class Engine:
         return model.predict_one(x), None
 
     def process(self, event: Event) -> bytes:
-        """Predict, update the metrics and learn; return the encoded prediction."""
+        """Predict, encode the prediction, update the metrics and learn; return the encoded
+        prediction. A prediction that cannot be encoded is refused before the model learns."""
         self.check(event)
-        learned = self.state.learned  # the exact model state that makes this prediction
+        state = self.state
+        x = state.features.admit(event.x) if self.learn else state.features.restrict(event.x)
+        learned = state.learned  # the exact model state that makes this prediction
         try:
-            y_pred, proba = self.predict(event.x)
+            y_pred, proba = self.predict(x)
         except Exception as exc:
             raise InvalidEvent("model_error", f"predict failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            encoded = encode_prediction(event, y_pred, proba, self.model_name, self.version, self.mode,
+                                        learned)
+        except (TypeError, ValueError) as exc:  # orjson's JSONEncodeError is a TypeError
+            raise InvalidEvent("model_error", f"the prediction cannot be encoded: {exc}") from exc
         if self.learn:
-            pending = self.state.pending
+            pending = state.pending
             y = event.y
             if y is None and pending is not None:
                 y = pending.claim(event.id)  # its label came first
             if y is not None:
-                self.state.metrics.update(y, y_pred, proba)
-                self._learn(event.id, event.x, y)
+                state.metrics.update(y, y_pred, proba)
+                self._learn(event.id, x, y)
                 if pending is not None:
                     self._expire(pending.advance(event.ts))
             elif pending is not None:
                 ts = event.ts if event.ts is not None else pending.watermark
-                self._expire(pending.add(event.id, Waiting(event.x, y_pred, proba, ts)))
-        return encode_prediction(event, y_pred, proba, self.model_name, self.version, self.mode,
-                                 learned)
+                self._expire(pending.add(event.id, Waiting(x, y_pred, proba, ts)))
+        return encoded
 
     def label(self, label: LateLabel) -> bool:
         """Learn a late label with the features kept for its event, and score the prediction
@@ -122,7 +141,7 @@ class Engine:
         pending = self.state.pending
         if pending is None:
             raise InvalidEvent("unexpected_label", "this learner keeps no pending events")
-        if self.state.task == "binary":
+        if self._is_classifier:
             self._check_class(label.y)
         waiting = pending.take(label.id, label.y, label.ts)
         if waiting is not None:

@@ -28,6 +28,10 @@ class InvalidEvent(StreamLearnerError):
         self.detail = detail
 
 
+class ModelBroken(StreamLearnerError):
+    """The model raised on too many events in a row: its spec is broken, not the events."""
+
+
 class CheckpointError(StreamLearnerError):
     """A checkpoint could not be written or read."""
 

@@ -5,14 +5,23 @@ import json
 import pytest
 
 from stream_learner.errors import InvalidEvent
-from stream_learner.events import Event, FieldNames, Source, decode_event, encode_prediction
+from stream_learner.events import (
+    LIMITS,
+    Event,
+    FieldNames,
+    Limits,
+    Source,
+    decode_event,
+    decode_label,
+    encode_prediction,
+)
 
 SRC = Source("events", 2, 41, 1_764_086_400_500)
 
 
-def reason(raw: bytes, task: str = "binary", **kw: object) -> str:
+def reason(raw: bytes, task: str = "binary", limits: Limits = LIMITS) -> str:
     with pytest.raises(InvalidEvent) as info:
-        decode_event(raw, SRC, FieldNames(), task, **kw)  # type: ignore[arg-type]
+        decode_event(raw, SRC, FieldNames(), task, limits)
     return info.value.reason
 
 
@@ -66,7 +75,7 @@ def test_regression_labels_are_finite_numbers() -> None:
 
 
 def test_oversized_messages_are_rejected_unread() -> None:
-    assert reason(b'{"x": {}}' + b" " * 100, max_bytes=64) == "too_large"
+    assert reason(b'{"x": {}}' + b" " * 100, limits=Limits(max_bytes=64)) == "too_large"
 
 
 def test_prediction_names_the_model_version() -> None:
@@ -75,3 +84,66 @@ def test_prediction_names_the_model_version() -> None:
     assert doc == {"id": "e-1", "key": "k", "prediction": True, "proba": {"true": 0.91, "false": 0.09},
                    "model": "fraud", "model_version": 42, "learned": 7, "mode": "learn",
                    "source": "events/2/41", "ts": 1764086400.5}
+
+
+BIG = "1" * 401
+DEEP = "[" * 500 + "]" * 500
+
+
+@pytest.mark.parametrize(("raw", "task", "expected"), [
+    (f'{{"x": {{"a": {BIG}}}, "y": true}}', "binary", "non_finite"),
+    (f'{{"x": {{"a": 1}}, "ts": {BIG}}}', "binary", "non_finite"),
+    (f'{{"x": {{"a": 1}}, "y": {BIG}}}', "regression", "non_finite"),
+    (f'{{"x": {{"a": 1}}, "y": {BIG}}}', "multiclass", "bad_label"),
+    (f'{{"x": {{"a": 1}}, "y": {"9" * 30}}}', "multiclass", "bad_label"),  # beyond 64 bits
+    (f'{{"x": {{"a": 1}}, "id": {BIG}}}', "binary", "bad_field"),
+    (f'{{"x": {{"a": 1}}, "id": {DEEP}}}', "binary", "bad_field"),
+    (f'{{"x": {{"a": 1}}, "y": {DEEP}}}', "binary", "bad_label"),
+    (f'{{"x": {{"a": 1}}, "y": {DEEP}, "id": 1e30}}', "regression", "bad_label"),
+    ('{"x": {"a": 1}, "id": "\\ud800", "y": true}', "binary", "not_utf8"),
+    ('{"x": {"a": 1}, "key": "\\udfff"}', "binary", "not_utf8"),
+    ('{"x": {"\\ud800": 1}}', "binary", "not_utf8"),
+    ('{"x": {"a": "\\ud800"}}', "binary", "not_utf8"),
+    ('{"x": {}, "y": "\\ud800"}', "multiclass", "not_utf8"),
+    ('{"x": {}, "id": "' + "i" * 1025 + '"}', "binary", "too_long"),
+    ('{"x": {"' + "n" * 1025 + '": 1}}', "binary", "too_long"),
+    ('{"x": {"a": "' + "v" * 1025 + '"}}', "binary", "too_long"),
+    ('{"x": {}, "y": "' + "c" * 1025 + '"}', "multiclass", "too_long"),
+    ('{"x": {' + ", ".join(f'"f{i}": {i}' for i in range(1001)) + "}}", "binary", "too_many_features"),
+])
+def test_crafted_values_are_refused_with_a_reason(raw: str, task: str, expected: str) -> None:
+    """Each of these once escaped the decoder (OverflowError, RecursionError) or passed it and
+    failed after the model had learned (UnicodeEncodeError, orjson's TypeError)."""
+    assert reason(raw.encode(), task) == expected
+
+
+def test_a_128_bit_id_and_a_valid_surrogate_pair_are_kept() -> None:
+    event = decode_event(f'{{"x": {{"\\ud83d\\ude00": 1}}, "id": {2**127 + 1}}}'.encode(), SRC,
+                         FieldNames(), "binary")
+    assert (event.id, event.x) == (str(2**127 + 1), {"\U0001F600": 1})
+
+
+def test_an_event_time_far_ahead_of_the_kafka_timestamp_is_refused() -> None:
+    kafka_ts = SRC.timestamp_ms / 1000  # type: ignore[operator]
+    ahead = f'{{"x": {{}}, "ts": {kafka_ts + 3601}}}'.encode()
+    assert reason(ahead) == "bad_field"
+    assert reason(b'{"x": {}, "ts": 1e300}') == "bad_field"
+    assert decode_event(ahead, SRC, FieldNames(), "binary", Limits(max_ts_ahead=7200)).ts == kafka_ts + 3601
+    past = decode_event(b'{"x": {}, "ts": 0.5}', SRC, FieldNames(), "binary")  # event time may lag
+    assert past.ts == 0.5
+
+
+def test_error_details_do_not_copy_what_a_producer_inflated() -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(('{"x": {}, "y": "' + "z" * 900 + '"}').encode(), SRC, FieldNames(), "regression")
+    assert len(info.value.detail) < 200
+
+
+def test_a_tombstone_is_refused_and_labels_are_checked_like_events() -> None:
+    assert reason(None) == "not_object"  # type: ignore[arg-type]
+    with pytest.raises(InvalidEvent) as info:
+        decode_label(b'{"id": "\\ud800", "y": true}', SRC, FieldNames(), "binary")
+    assert info.value.reason == "not_utf8"
+    with pytest.raises(InvalidEvent) as info:
+        decode_label(f'{{"id": "e", "y": {DEEP}}}'.encode(), SRC, FieldNames(), "binary")
+    assert info.value.reason == "bad_label"

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import InvalidEvent
-from stream_learner.events import FieldNames, Source, decode_event
+from stream_learner.events import FieldNames, Limits, Source, decode_event
 
 SRC = Source("events", 0, 0, 0)
 REASONS = {"too_large", "out_of_range", "not_utf8", "invalid_json", "too_deep", "not_object", "missing_x",
            "x_not_object", "bad_feature", "non_finite", "bad_label", "bad_field", "new_class",
-           "model_error"}
+           "model_error", "too_long", "too_many_features"}
 
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) \
     | st.text(max_size=20)
@@ -36,7 +36,7 @@ def encode(doc: Any) -> bytes:
 
 def check_clean(raw: bytes, task: str) -> None:
     try:
-        event = decode_event(raw, SRC, FieldNames(), task, max_bytes=64 * 1024)
+        event = decode_event(raw, SRC, FieldNames(), task, Limits(max_bytes=64 * 1024))
     except InvalidEvent as exc:
         assert exc.reason in REASONS
         return
@@ -103,7 +103,7 @@ def typed(value: Any) -> Any:
 
 def outcome(raw: bytes, task: str, max_abs: float) -> Any:
     try:
-        e = decode_event(raw, SRC, FieldNames(), task, max_bytes=64 * 1024, max_abs=max_abs)
+        e = decode_event(raw, SRC, FieldNames(), task, Limits(max_bytes=64 * 1024, max_abs=max_abs))
     except InvalidEvent as exc:
         return exc.reason, str(exc)
     return typed((e.id, e.key, e.ts, e.x, e.y))

@@ -1,0 +1,125 @@
+"""The replay guard: what a replay must not send again.
+
+After a rewind (a model error) or a restart, the learner processes again the records after its
+last checkpoint. Their predictions and dead letters were sent already, up to the moment the
+previous run stopped: a replay sends them again only where nothing was sent. Two sources say
+what was sent:
+
+* this process's own sends: it handles each partition in order, so the next offset after the
+  last record it answered says it (``answered``);
+* what an earlier run sent after its checkpoint, found at start by reading the predictions and
+  dead-letter topics from the positions the checkpoint recorded (``recover``): predictions and
+  dead letters name the model, the mode and the source record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import confluent_kafka as rdkafka
+
+from consumers.kafka_io import BROKER_WAIT_S, poll
+from stream_learner.checkpoint import tp_key
+from stream_learner.errors import StreamLearnerError
+
+log = logging.getLogger("stream_learner.learner")
+
+Position = tuple[str, int, int]  # (topic, partition, offset) of a source record
+
+
+class ReplayGuard:
+    def __init__(self) -> None:
+        self.answered: dict[str, int] = {}  # "topic:partition" -> next offset after this process's last
+        self.recovered: set[Position] = set()  # sent by an earlier run, past its checkpoint
+
+    def sent(self, tpk: str, where: Position) -> bool:
+        """Whether the record's prediction or dead letter was sent already."""
+        return where[2] < self.answered.get(tpk, 0) or (bool(self.recovered) and where in self.recovered)
+
+    def answer(self, tpk: str, offset: int) -> None:
+        """The record at ``offset`` is answered (its prediction or dead letter is sent)."""
+        self.answered[tpk] = offset + 1
+
+    def ahead_of(self, offsets: dict[str, int]) -> bool:
+        """Whether something was sent for a record beyond these offsets: a checkpoint with them
+        must keep the positions from which a restart finds it."""
+        return (any(o > offsets.get(k, 0) for k, o in self.answered.items())
+                or any(o >= offsets.get(tp_key(t, p), 0) for t, p, o in self.recovered))
+
+    def covered(self, offsets: dict[str, int]) -> None:
+        """A checkpoint holds these offsets: what was recovered before them is behind us."""
+        self.recovered = {(t, p, o) for t, p, o in self.recovered if o >= offsets.get(tp_key(t, p), 0)}
+
+
+def topic_ends(reader: rdkafka.Consumer, topic: str, flag: str) -> dict[int, int]:
+    """Partition -> end offset of ``topic`` (none while it does not exist)."""
+    try:
+        found = reader.list_topics(topic, timeout=BROKER_WAIT_S).topics[topic]
+        return {p: reader.get_watermark_offsets(rdkafka.TopicPartition(topic, p), timeout=BROKER_WAIT_S)[1]
+                for p in sorted(found.partitions)}
+    except rdkafka.KafkaException as exc:
+        raise StreamLearnerError(f"{flag} {topic}: {exc.args[0].str()}") from None
+
+
+def positions(reader: rdkafka.Consumer, topics: dict[str, str]) -> dict[str, int]:
+    """Where each partition of these topics (name -> its flag) ends now."""
+    out: dict[str, int] = {}
+    for topic, flag in topics.items():
+        out.update({tp_key(topic, p): end for p, end in topic_ends(reader, topic, flag).items()})
+    return out
+
+
+def recover(reader: rdkafka.Consumer, *, topics: dict[str, str], start: dict[str, int],
+            model: str, offsets: dict[str, int]) -> set[Position]:
+    """The source records of the predictions and dead letters of ``model`` in mode ``learn``
+    found on ``topics`` (name -> its flag) from the ``start`` positions on, at or past the
+    checkpoint's ``offsets``."""
+    found: set[Position] = set()
+    for topic, flag in topics.items():
+        ends = topic_ends(reader, topic, flag)
+        begin = {p: start.get(tp_key(topic, p), 0) for p in ends}
+        for value, headers in _read(reader, topic, begin, ends):
+            where = _source(value, headers, model)
+            if where is not None and where[2] >= offsets.get(tp_key(where[0], where[1]), 0):
+                found.add(where)
+    return found
+
+
+def _read(reader: rdkafka.Consumer, topic: str, begin: dict[int, int], ends: dict[int, int]
+          ) -> Iterable[tuple[bytes | None, list[tuple[str, Any]]]]:
+    pending = {p: end for p, end in ends.items() if begin[p] < end}
+    if not pending:
+        return
+    reader.assign([rdkafka.TopicPartition(topic, p, begin[p]) for p in pending])
+    deadline = time.monotonic() + 60
+    while pending and time.monotonic() < deadline:
+        for m in poll(reader, 500, 0.2):
+            partition, offset = m.partition() or 0, m.offset() or 0
+            if m.error() is None:
+                headers: Any = m.headers() or []  # a list of (name, value) from a consumer
+                yield m.value(), headers
+            if m.error() is not None or offset + 1 >= pending.get(partition, 0):
+                pending.pop(partition, None)  # read to its end, or to where it ended
+    reader.unassign()
+
+
+def _source(value: bytes | None, headers: list[tuple[str, Any]], model: str) -> Position | None:
+    """The source of one of our learner's predictions (in the value) or dead letters (in the
+    headers), or None for anything else."""
+    try:
+        if headers:
+            h = {k: v.decode() for k, v in headers if v is not None}
+            if h.get("model") != model or h.get("mode") != "learn":
+                return None
+            return h["source.topic"], int(h["source.partition"]), int(h["source.offset"])
+        doc = json.loads(value or b"")
+        if doc.get("model") != model or doc.get("mode") != "learn":
+            return None
+        topic, partition, offset = doc["source"].rsplit("/", 2)
+        return topic, int(partition), int(offset)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
