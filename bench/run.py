@@ -289,12 +289,11 @@ def checkpoint_dataset(name: str) -> str:
 
 def pickle_seconds(settings: Settings) -> float:
     """How long pickling the final state takes: what an inline checkpoint would block for."""
-    from consumers.learner import signing_keys
     from stream_learner.checkpoint import open_record
     from stream_learner.store import RedisStore
 
     store = RedisStore(settings.redis_url, settings.key_prefix)
-    state = open_record(store.load(settings.model), signing_keys(settings)).state
+    state = open_record(store.load(settings.model), settings.signing_keys()).state
     store.close()
     start = time.perf_counter()
     pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)

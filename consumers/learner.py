@@ -71,10 +71,6 @@ RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between checkpoint attempts while Re
 REWINDS = ("model_error", "internal_error")
 
 
-def signing_keys(settings: Settings) -> dict[str, bytes]:
-    return {settings.hmac_key_id: settings.hmac_key.encode()}
-
-
 def configure_labels(state: ModelState, settings: Settings) -> None:
     """Keep pending events when a labels topic is configured (with the current bounds)."""
     if not settings.labels_topic:
@@ -195,7 +191,8 @@ class Learner:
         and to rewind after a model error."""
         s = self.settings
         try:
-            ckpt = open_record(self.store.load(s.model), signing_keys(s), s.allow_version_mismatch)
+            ckpt = open_record(self.store.load(s.model), s.signing_keys(), s.allow_version_mismatch,
+                               s.trusted_packages())
         except NoCheckpoint:
             state = ModelState.fresh(s.model_spec, s.task, s.rolling_window)
             meta = CheckpointMeta(s.model, 0, {})

@@ -26,7 +26,6 @@ from consumers.kafka_io import (
     record_limit,
     source_of,
 )
-from consumers.learner import signing_keys
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
 from stream_learner.engine import Engine
@@ -43,7 +42,7 @@ class Predictor:
         self.store = store
         self.fields = settings.event_fields()
         self.limits = settings.event_limits()
-        self.keys = signing_keys(settings)
+        self.keys = settings.signing_keys()
         self.engine: Engine | None = None
         self.consumer: rdkafka.Consumer | None = None
         self.publisher: Publisher | None = None
@@ -64,7 +63,7 @@ class Predictor:
         while True:
             try:
                 ckpt = open_record(self.store.load(self.settings.model, version), self.keys,
-                                   self.settings.allow_version_mismatch)
+                                   self.settings.allow_version_mismatch, self.settings.trusted_packages())
                 break
             except (NoCheckpoint, StoreUnavailable) as exc:
                 if time.monotonic() >= deadline or stop.is_set():
@@ -91,7 +90,7 @@ class Predictor:
             if latest <= self.version or latest in self.refused:
                 return
             ckpt = open_record(self.store.load(self.settings.model, latest), self.keys,
-                               self.settings.allow_version_mismatch)
+                               self.settings.allow_version_mismatch, self.settings.trusted_packages())
         except StoreUnavailable as exc:
             log.warning("store unreachable, still serving v%d: %s", self.version, exc)
             return

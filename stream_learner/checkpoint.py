@@ -25,24 +25,27 @@ import io
 import json
 import pickle
 import time
-import types
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+from stream_learner import unpickler
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, IntegrityError
 from stream_learner.models import runtime_versions
 
-FORMAT = 1
+FORMAT = 2
 
 
 class Record(NamedTuple):
-    """What the store keeps for one version, byte for byte."""
+    """What the store keeps for one version, byte for byte, and the slot it was read from (or
+    sealed for): a record is only valid in the slot its signed header names."""
 
     header: bytes
     payload: bytes
     signature: str
+    model: str = ""
+    version: int = 0
 
 
 @dataclass
@@ -60,6 +63,7 @@ class CheckpointMeta:
     published: dict[str, int] = field(default_factory=dict)  # predictions "topic:partition" -> next offset
     checkpoint_failures: int = 0
     labels: dict[str, int] = field(default_factory=dict)  # late-label outcomes, and events waiting
+    features: dict[str, int] = field(default_factory=dict)  # the feature budget: known, refused
     spec: str = ""
     task: str = ""
     token: int = 0
@@ -156,6 +160,7 @@ def _describe(meta: CheckpointMeta, state: ModelState, key_id: str) -> None:
     meta.metrics = state.metrics.report()
     pending = state.pending
     meta.labels = {} if pending is None else {**pending.counts, "waiting": len(pending.entries)}
+    meta.features = {"known": state.features.known_features, "refused": state.features.refused}
     meta.spec, meta.task = state.spec, state.task
     meta.created_at = meta.created_at or time.time()
     meta.key_id = key_id
@@ -164,7 +169,7 @@ def _describe(meta: CheckpointMeta, state: ModelState, key_id: str) -> None:
 
 def seal_payload(meta: CheckpointMeta, payload: bytes, key: bytes) -> Record:
     header = json.dumps(asdict(meta), sort_keys=True, separators=(",", ":")).encode()
-    return Record(header, payload, _mac(key, header, payload))
+    return Record(header, payload, _mac(key, header, payload), meta.model, meta.version)
 
 
 def read_meta(record: Record) -> CheckpointMeta:
@@ -189,6 +194,9 @@ def verify_record(record: Record, keys: Mapping[str, bytes], allow_version_misma
     if not hmac.compare_digest(_mac(key, record.header, record.payload), record.signature):
         raise IntegrityError(
             f"{where}: signature does not match (key id {meta.key_id!r}): refusing to unpickle it")
+    if (meta.model, meta.version) != (record.model, record.version):
+        raise IntegrityError(f"the record in the slot of model {record.model} v{record.version} is "
+                             f"signed as {meta.model} v{meta.version}: refusing a record moved there")
     here = runtime_versions()
     if meta.format != FORMAT:
         raise IntegrityError(f"{where}: format {meta.format}, this build reads format {FORMAT}")
@@ -201,15 +209,15 @@ def verify_record(record: Record, keys: Mapping[str, bytes], allow_version_misma
     return meta
 
 
-def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatch: bool = False
-                ) -> Checkpoint:
-    """Verify, then unpickle with only the classes a River model needs."""
+def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatch: bool = False,
+                packages: frozenset[str] = frozenset()) -> Checkpoint:
+    """Verify, then unpickle with only the classes a River model needs (``stream_learner.
+    unpickler``), and those of the ``packages`` of a ``package.module:factory`` spec that this
+    process's configuration trusts."""
     meta = verify_record(record, keys, allow_version_mismatch)
-    packages = set(_PACKAGES)
-    if ":" in meta.spec:  # a signed ``package.module:factory`` spec vouches for its package
-        packages.add(meta.spec.split(":")[0].split(".")[0])
+    package = meta.spec.split(":")[0].split(".")[0] if ":" in meta.spec else ""
     try:
-        state: Any = _AllowListUnpickler(io.BytesIO(record.payload), packages).load()
+        state: Any = unpickler.load(record.payload, package if package in packages else "")
     except IntegrityError as exc:
         raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: {exc}") from None
     except Exception as exc:
@@ -218,49 +226,6 @@ def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatc
     if not isinstance(state, ModelState):
         raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: payload is not a model state")
     return Checkpoint(meta, state)
-
-
-# The second layer, behind the signature: what a pickled River model may refer to.
-_PACKAGES = {"river", "stream_learner"}
-_ALLOWED = {
-    "builtins": {"bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list",
-                 "range", "set", "slice", "str", "tuple", "getattr"},
-    "collections": {"Counter", "OrderedDict", "defaultdict", "deque"},
-    "copyreg": {"_reconstructor"},
-    "functools": {"partial"},
-    "random": {"Random"},
-}
-_NUMPY = {"dtype", "ndarray", "scalar", "_reconstruct", "_frombuffer"}
-
-
-def _safe_getattr(obj: Any, name: str) -> Any:
-    """``getattr`` as pickles of bound methods use it, without dunders or modules."""
-    if name.startswith("_"):
-        raise IntegrityError(f"forbidden attribute {name!r} in the pickle")
-    value = getattr(obj, name)
-    if isinstance(value, types.ModuleType):
-        raise IntegrityError(f"forbidden module attribute {name!r} in the pickle")
-    return value
-
-
-class _AllowListUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, packages: set[str]) -> None:
-        super().__init__(file)
-        self.packages = packages
-
-    def find_class(self, module: str, name: str) -> Any:
-        top = module.split(".")[0]
-        if module in _ALLOWED and name in _ALLOWED[module]:
-            return _safe_getattr if name == "getattr" else super().find_class(module, name)
-        if top == "numpy" and name in _NUMPY:
-            return super().find_class(module, name)
-        if top in self.packages:
-            value = super().find_class(module, name)
-            # Only classes and functions defined in the package, not what it imported.
-            defined_in = getattr(value, "__module__", "") or ""
-            if isinstance(value, type | types.FunctionType) and defined_in.split(".")[0] == top:
-                return value
-        raise IntegrityError(f"forbidden class {module}.{name} in the pickle: refusing it")
 
 
 def _minor(version: str) -> str:

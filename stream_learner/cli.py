@@ -252,7 +252,6 @@ def _file_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.learner import signing_keys
     from stream_learner.checkpoint import read_meta, verify_record
 
     store = _store(settings)
@@ -267,7 +266,7 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
         meta = read_meta(record)
         if settings.hmac_key:
             try:
-                verify_record(record, signing_keys(settings), settings.allow_version_mismatch)
+                verify_record(record, settings.signing_keys(), settings.allow_version_mismatch)
                 signature = "verified"
             except StreamLearnerError as exc:
                 signature = f"REFUSED ({exc})"

@@ -143,6 +143,9 @@ class Settings:
         "not be portable: test before you rely on it).", modes="learn serve models")
     hmac_key_id: str = _opt("k1", "Name of the signing key, stored with each checkpoint.",
                             modes="learn serve models")
+    model_packages: str = _opt("", "Packages (comma-separated), besides River, whose classes a "
+                               "checkpoint may hold: that of a package.module:factory spec. A "
+                               "learner trusts its own spec's package.", modes="learn serve models")
 
     # Frozen serving
     pin_version: int = _opt(0, "Serve this checkpoint version and never reload (0: latest, hot reload).",
@@ -171,6 +174,16 @@ class Settings:
         return Limits(max_bytes=self.max_event_bytes, max_abs=self.max_abs_value,
                       max_features=self.max_event_features, max_string_chars=self.max_string_chars,
                       max_ts_ahead=self.max_ts_ahead)
+
+    def signing_keys(self) -> dict[str, bytes]:
+        return {self.hmac_key_id: self.hmac_key.encode()}
+
+    def trusted_packages(self) -> frozenset[str]:
+        """The packages whose classes this process unpickles besides River's (see unpickler)."""
+        named = {p.strip() for p in self.model_packages.split(",") if p.strip()}
+        if ":" in self.model_spec:
+            named.add(self.model_spec.split(":")[0].split(".")[0])
+        return frozenset(named)
 
     def consumer_group(self, mode: str) -> str:
         return self.group_id or f"stream-learner.{self.model}.{mode}"

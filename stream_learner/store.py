@@ -65,7 +65,8 @@ class ModelStore(Protocol):
         """The newest version, 0 when there is none."""
 
     def load(self, model: str, version: int = 0) -> Record:
-        """One version's record (0: the latest); ``NoCheckpoint`` when it is not there."""
+        """One version's record (0: the latest), with the slot it was read from;
+        ``NoCheckpoint`` when it is not there."""
 
     def versions(self, model: str) -> list[int]:
         """The versions kept, oldest first."""
@@ -133,7 +134,7 @@ class MemoryStore:
     def load(self, model: str, version: int = 0) -> Record:
         version = version or self.latest_version(model)
         try:
-            return self.records[model][version]
+            return self.records[model][version]._replace(model=model, version=version)
         except KeyError:
             raise NoCheckpoint(_missing(model, version)) from None
 
@@ -282,7 +283,7 @@ class RedisStore:
             payload = b"".join(fields[f"payload:{i}".encode()] for i in range(count))
         except (KeyError, ValueError):
             payload = b""  # a damaged record: its signature check will refuse it
-        return Record(fields[b"header"], payload, fields.get(b"signature", b"").decode())
+        return Record(fields[b"header"], payload, fields.get(b"signature", b"").decode(), model, version)
 
     def versions(self, model: str) -> list[int]:
         found = self._call("listing versions", self.client.zrange, self.key(model, "versions"), 0, -1)

@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pytest
 from stream_learner.checkpoint import (
     CheckpointMeta,
     Record,
-    _safe_getattr,
     open_record,
     seal_payload,
     seal_record,
@@ -148,7 +146,6 @@ class _System:
     """Reduces to os.system: what an attacker who holds the key would try."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        import os
 
         return (os.system, ("true",))
 
@@ -164,16 +161,84 @@ def test_correctly_signed_but_forbidden_classes_are_refused(tmp_path: Path, evil
     assert not marker.exists()
 
 
-def test_getattr_cannot_reach_modules_or_dunders() -> None:
+def signed(payload: bytes, spec: str = "") -> Record:
     runtime = open_record(sealed(), KEYS).meta.runtime
-    # getattr(<allowed function>, "__globals__"): the way out of an allow-list, as protocol-0 opcodes
-    payload = b"cbuiltins\ngetattr\n(cstream_learner.checkpoint\nopen_record\nS'__globals__'\ntR."
-    record = seal_payload(CheckpointMeta("m", 1, {}, key_id="k1", runtime=runtime), payload, KEYS["k1"])
-    with pytest.raises(IntegrityError, match="forbidden attribute '__globals__'"):
-        open_record(record, KEYS)
-    with pytest.raises(IntegrityError, match="forbidden module attribute 'os'"):
-        _safe_getattr(types.SimpleNamespace(os=os), "os")
-    assert _safe_getattr(types.SimpleNamespace(fit=len), "fit") is len
+    return seal_payload(CheckpointMeta("m", 1, {}, key_id="k1", runtime=runtime, spec=spec), payload,
+                        KEYS["k1"])
+
+
+class _ToFile:
+    """getattr(numpy array, "tofile")(path): an arbitrary file write through allowed parts."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import numpy as np
+
+        return (np.frombuffer(b"import os\n", dtype=np.uint8).tofile, (self.path,))
+
+
+class _BuildModel:
+    """A REDUCE of our own build_model with a spec that escaped the old sandbox."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from stream_learner.models import build_model
+
+        return (build_model, (f"utils.pandas.importlib.import_module('os').system('touch {self.path}')",))
+
+
+@pytest.mark.parametrize(("evil", "refusal"), [
+    (_ToFile, "forbidden getattr on a ndarray"),
+    (_BuildModel, "forbidden class stream_learner.models.build_model"),
+])
+def test_signed_chains_through_allowed_parts_are_refused(evil: type, refusal: str, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    with pytest.raises(IntegrityError, match=refusal):
+        open_record(signed(pickle.dumps(evil(str(marker)), protocol=5)), KEYS)
+    assert not marker.exists()
+
+
+def test_getattr_takes_river_methods_only() -> None:
+    # getattr(<a class of ours>, "fresh"), getattr(<a River model>, "__class__"), as protocol-0 opcodes
+    for payload, refusal in [
+        (b"cbuiltins\ngetattr\n(cstream_learner.engine\nModelState\nS'fresh'\ntR.", "getattr on a type"),
+        (b"cbuiltins\ngetattr\n(criver.linear_model\nLogisticRegression\n)RS'__class__'\ntR.",
+         "attribute '__class__'"),
+        (b"cbuiltins\ngetattr\n(criver.linear_model\nLogisticRegression\n)RS'l2'\ntR.", "attribute 'l2'"),
+    ]:
+        with pytest.raises(IntegrityError, match=refusal):
+            open_record(signed(payload), KEYS)
+
+
+def test_a_factory_spec_vouches_for_its_package_only_where_the_configuration_trusts_it() -> None:
+    state = ModelState.fresh("tests.unit.factories:fragile_logreg")
+    assert type(state.model["Fragile"]).__module__ == "tests.unit.factories"
+    record = seal_record(state, CheckpointMeta("m", 1, {}), "k1", KEYS["k1"])
+    with pytest.raises(IntegrityError, match=r"forbidden class tests\.unit\.factories"):
+        open_record(record, KEYS)  # a signed spec alone does not vouch: the key holder wrote it
+    assert open_record(record, KEYS, packages=frozenset({"tests"})).state.learned == 0
+    popen = signed(b"cos\npopen\n(S'true'\ntR.", spec="os:popen")
+    with pytest.raises(IntegrityError, match=r"forbidden class os\.popen"):
+        open_record(popen, KEYS, packages=frozenset({"tests"}))
+
+
+def test_a_record_is_valid_only_in_the_slot_its_header_names() -> None:
+    store = MemoryStore()
+    token = store.acquire("m", ttl=60)
+    assert token is not None
+    for version in (1, 2):
+        store.save("m", version, sealed(version), token, keep=5)
+    assert open_record(store.load("m", 2), KEYS).meta.version == 2
+    store.records["m"][2] = store.records["m"][1]  # an old record copied into the newer slot
+    with pytest.raises(IntegrityError, match="slot of model m v2 is signed as m v1"):
+        open_record(store.load("m"), KEYS)
+    store.records["other"] = {1: store.records["m"][1]}  # another model's record
+    with pytest.raises(IntegrityError, match="slot of model other v1 is signed as m v1"):
+        open_record(store.load("other"), KEYS)
 
 
 @pytest.mark.parametrize("spec", [
@@ -184,7 +249,12 @@ def test_getattr_cannot_reach_modules_or_dunders() -> None:
     "preprocessing.OneHotEncoder() | linear_model.LogisticRegression()",
     "ensemble.BaggingClassifier(model=linear_model.LogisticRegression(), seed=1)",
     "forest.ARFRegressor(n_models=3, seed=1)",
-    "tests.unit.factories:scaled_logreg",
+    "compose.Pipeline(preprocessing.StandardScaler(), linear_model.PAClassifier())",
+    "ensemble.LeveragingBaggingClassifier(linear_model.LogisticRegression(), seed=1)",
+    "linear_model.SoftmaxRegression()",
+    "neighbors.KNNClassifier()",
+    "tree.HoeffdingTreeRegressor()",
+    "tests.unit.factories:fragile_logreg",
 ])
 def test_trained_river_models_pass_the_allow_list(spec: str) -> None:
     from river import datasets
@@ -200,7 +270,7 @@ def test_trained_river_models_pass_the_allow_list(spec: str) -> None:
             break
         engine.process(Event(str(i), None, None, x, y, Source("t", 0, i)))
     record = seal_record(state, CheckpointMeta("m", 1, {}), "k1", KEYS["k1"])
-    restored = open_record(record, KEYS).state
+    restored = open_record(record, KEYS, packages=frozenset({"tests"})).state
     for i, (x, _) in enumerate(data):
         if i == 50:
             break
