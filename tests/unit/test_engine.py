@@ -126,3 +126,44 @@ def test_task_inference() -> None:
 def test_factory_specs_build_custom_models() -> None:
     model = build_model("tests.unit.factories:scaled_logreg")
     assert infer_task(model) == "binary"
+
+
+def test_a_frozen_model_is_byte_identical_after_100k_events_with_unseen_features() -> None:
+    rows = list(datasets.Phishing())
+    state = ModelState.fresh("preprocessing.StandardScaler() | linear_model.LogisticRegression()")
+    learner = Engine(state, model_name="m", mode="learn")
+    for event in events(rows):
+        learner.process(event)
+    frozen = Engine(pickle.loads(pickle.dumps(state)), model_name="m", mode="frozen", learn=False)
+    before = pickle.dumps(frozen.state)
+    for i in range(100_000):
+        x, _ = rows[i % len(rows)]
+        frozen.process(Event(f"u-{i}", None, None, {**x, f"new-{i}": 1.0, "city": f"c{i}"}, None,
+                             Source("t", 0, i)))
+    assert pickle.dumps(frozen.state) == before
+    # It predicts as the learner's model does on what that model knows.
+    x, _ = rows[0]
+    assert frozen.predict({**x, "new-0": 1.0}) == learner.predict(x)
+
+
+def test_the_feature_budget_bounds_what_a_model_grows_by() -> None:
+    state = ModelState.fresh("preprocessing.StandardScaler() | linear_model.LogisticRegression()",
+                             max_features=12)
+    engine = Engine(state, model_name="m", mode="learn")
+    rows = list(datasets.Phishing())[:200]
+    for i, (x, y) in enumerate(rows):
+        engine.process(Event(f"e-{i}", None, None, {**x, f"new-{i}": 1.0}, y, Source("t", 0, i)))
+    assert state.features.known_features == 12
+    assert state.features.refused == 200 - (12 - len(rows[0][0]))
+    assert len(state.model["LogisticRegression"].weights) <= 12
+
+
+def test_a_multiclass_model_learns_at_most_max_classes() -> None:
+    state = ModelState.fresh("tree.HoeffdingTreeClassifier()")
+    engine = Engine(state, model_name="m", mode="learn", max_classes=3)
+    for i in range(3):
+        engine.process(Event(f"e-{i}", None, None, {"a": 1.0}, f"class-{i}", Source("t", 0, i)))
+    with pytest.raises(InvalidEvent) as info:
+        engine.process(Event("e-3", None, None, {"a": 1.0}, "class-3", Source("t", 0, 3)))
+    assert info.value.reason == "new_class"
+    assert state.classes == ["class-0", "class-1", "class-2"]
