@@ -292,7 +292,7 @@ def pickle_seconds(settings: Settings) -> float:
     from stream_learner.checkpoint import open_record
     from stream_learner.store import RedisStore
 
-    store = RedisStore(settings.redis_url, settings.key_prefix)
+    store = RedisStore.for_settings(settings)
     state = open_record(store.load(settings.model), settings.signing_keys()).state
     store.close()
     start = time.perf_counter()

@@ -40,11 +40,18 @@ from typing import Any
 from consumers import crashpoints
 from stream_learner.checkpoint import CheckpointMeta, seal_payload, snapshot, snapshot_within
 from stream_learner.engine import ModelState
-from stream_learner.errors import CheckpointError, FencedError, StoreUnavailable, StreamLearnerError
+from stream_learner.errors import (
+    CheckpointError,
+    FencedError,
+    OutOfOrder,
+    StoreUnavailable,
+    StreamLearnerError,
+)
 from stream_learner.store import ModelStore
 
 _ERRORS: dict[str, type[StreamLearnerError]] = {
     "StoreUnavailable": StoreUnavailable, "FencedError": FencedError, "CheckpointError": CheckpointError,
+    "OutOfOrder": OutOfOrder,
 }
 
 

@@ -47,9 +47,10 @@ from consumers.kafka_io import (
     record_limit,
     source_of,
 )
+from consumers.lease import WriterLease
 from consumers.ordering import EventTimeMerge
 from consumers.replay import ReplayGuard, positions, recover
-from stream_learner.checkpoint import CheckpointMeta, open_record, seal_record, tp_key
+from stream_learner.checkpoint import CheckpointMeta, open_record, seal_record, tp_key, verify_record
 from stream_learner.config import Settings
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import (
@@ -57,8 +58,8 @@ from stream_learner.errors import (
     InvalidEvent,
     ModelBroken,
     NoCheckpoint,
+    OutOfOrder,
     StoreUnavailable,
-    StreamLearnerError,
 )
 from stream_learner.events import Source, check_label, decode_event, decode_label
 from stream_learner.pending import PendingLabels
@@ -144,7 +145,6 @@ class Learner:
         self.uncommitted: dict[str, int] | None = None  # the last checkpoint's offsets, till Kafka hears
         self.failures = 0
         self.retry_at = 0.0
-        self.renewed = 0.0
         self.version = 0
         self.token = 0
         self.background: _InFlight | None = None
@@ -155,34 +155,7 @@ class Learner:
         self.consumer: rdkafka.Consumer | None = None
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
-
-    # -- ownership --------------------------------------------------------------------------
-
-    def take_lease(self, stop: threading.Event) -> bool:
-        """Wait (as a standby) until this process holds the writer lease; False if stopped."""
-        s = self.settings
-        announced = False
-        while not stop.is_set():
-            token = self.store.acquire(s.model, s.lease_ttl, self.owner)
-            if token is not None:
-                self.token, self.renewed = token, time.monotonic()
-                log.info("model %s: took the writer lease (fencing token %d)", s.model, token)
-                return True
-            if not announced:
-                log.info("model %s: standby, another learner holds the writer lease", s.model)
-                announced = True
-            stop.wait(min(1.0, s.lease_ttl / 4))
-        return False
-
-    def renew_lease(self) -> None:
-        now = time.monotonic()
-        if now - self.renewed < self.settings.lease_ttl / 3:
-            return
-        try:
-            self.store.renew(self.settings.model, self.token, self.settings.lease_ttl, self.owner)
-            self.renewed = now
-        except StoreUnavailable as exc:
-            log.warning("cannot renew the writer lease: %s", exc)
+        self.lease: WriterLease | None = None
 
     # -- state ------------------------------------------------------------------------------
 
@@ -242,12 +215,13 @@ class Learner:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        if not self.take_lease(stop):
-            return
-        try:
+        s = self.settings
+        with WriterLease(self.store, s.model, ttl=s.lease_ttl, owner=self.owner) as lease:
+            if not lease.wait_for(stop):
+                return
+            self.lease, self.token = lease, lease.token
             self.restore()
-            self.consumer = make_consumer(self.settings, "learn")
-            s = self.settings
+            self.consumer = make_consumer(s, "learn")
             limit = record_limit(s, s.dead_letter_topic)
             self.publisher = Publisher(make_producer(s, "stream-learner-learn", limit), s)
             author = Author(s.model, "learn", self.owner)
@@ -262,7 +236,7 @@ class Learner:
                 else:
                     self.recover_sent()
                 self.merge = EventTimeMerge()
-                topics = [self.settings.events_topic, *([self.settings.labels_topic] if self.labels else [])]
+                topics = [s.events_topic, *([s.labels_topic] if self.labels else [])]
                 self.consumer.subscribe(topics, on_assign=self.on_assign, on_revoke=self.on_revoke)
                 self.loop(stop)
             finally:
@@ -270,12 +244,8 @@ class Learner:
                     self.background.writer.abort()
                 self.closing = True
                 self.consumer.close()
+                self.letters.summarise(force=True)
                 self.publisher.close()
-        finally:
-            try:
-                self.store.release(self.settings.model, self.token, self.owner)
-            except StreamLearnerError as exc:
-                log.warning("could not release the writer lease (it will expire): %s", exc)
 
     @property
     def labels(self) -> bool:
@@ -285,8 +255,9 @@ class Learner:
         assert self.consumer is not None and self.merge is not None
         poller = Poller(self.consumer, self.settings.max_poll_records, 0.1,
                         self.settings.busy_poll_ms / 1000)
+        assert self.lease is not None
         while not stop.is_set():
-            self.renew_lease()
+            self.lease.check()
             # Rebalance callbacks (on_assign, on_revoke) run in here, and their errors come out.
             self.merge.add(poller())
             try:
@@ -451,6 +422,9 @@ class Learner:
         except StoreUnavailable as exc:
             self.failed(plan, exc)
             return
+        except OutOfOrder as exc:
+            self.resolve(plan, exc)
+            return
         self.completed(plan, reason, meta.published, Outcome(len(record.payload), meta.metrics),
                        time.perf_counter() - started)
 
@@ -511,6 +485,8 @@ class Learner:
         self.background = None
         if isinstance(outcome.error, StoreUnavailable):
             self.failed(plan, outcome.error)
+        elif isinstance(outcome.error, OutOfOrder):
+            self.resolve(plan, outcome.error)
         elif outcome.error is not None:
             raise outcome.error
         else:
@@ -521,6 +497,26 @@ class Learner:
     def finish_checkpoint(self) -> None:
         """Wait for the checkpoint in the background, if there is one."""
         self.advance_checkpoint(block=True)
+
+    def resolve(self, plan: _Plan, exc: OutOfOrder) -> None:
+        """A save whose answer was lost (a timeout) may have landed all the same: then the
+        store's latest version is that save, signed with this learner's key and token, and the
+        learner goes on from it (its next checkpoint follows it at once); else ``exc``."""
+        assert self.engine is not None
+        s = self.settings
+        try:
+            latest = self.store.latest_version(s.model)
+            meta = verify_record(self.store.load(s.model, latest), s.signing_keys(),
+                                 s.allow_version_mismatch)
+        except StoreUnavailable as unavailable:
+            self.failed(plan, unavailable)
+            return
+        if latest < plan.version or meta.token != self.token:
+            raise exc
+        log.warning("checkpoint v%d was saved although its answer was lost; the next one follows it",
+                    latest)
+        self.version = self.engine.version = latest
+        self.retry_at = 0.0
 
     def failed(self, plan: _Plan, exc: StoreUnavailable) -> None:
         self.failures += 1

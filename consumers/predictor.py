@@ -26,10 +26,11 @@ from consumers.kafka_io import (
     record_limit,
     source_of,
 )
+from consumers.reloader import Reloader
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
 from stream_learner.engine import Engine
-from stream_learner.errors import CheckpointError, InvalidEvent, NoCheckpoint, StoreUnavailable
+from stream_learner.errors import InvalidEvent, NoCheckpoint, StoreUnavailable
 from stream_learner.events import decode_event
 from stream_learner.store import ModelStore
 
@@ -49,7 +50,6 @@ class Predictor:
         self.letters: DeadLetters | None = None
         self.positions: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
         self.closing = False  # the consumer's close revokes its partitions: committed already
-        self.refused: set[int] = set()
         self.last_commit = time.monotonic()
 
     @property
@@ -81,27 +81,18 @@ class Predictor:
         log.info("serving model %s v%d (%d learned)", ckpt.meta.model, ckpt.meta.version,
                  ckpt.state.learned)
 
-    def maybe_reload(self) -> None:
-        """Between batches: swap in a newer version if there is one (never when pinned)."""
-        if self.settings.pin_version:
-            return
-        try:
-            latest = self.store.latest_version(self.settings.model)
-            if latest <= self.version or latest in self.refused:
-                return
-            ckpt = open_record(self.store.load(self.settings.model, latest), self.keys,
-                               self.settings.allow_version_mismatch, self.settings.trusted_packages())
-        except StoreUnavailable as exc:
-            log.warning("store unreachable, still serving v%d: %s", self.version, exc)
-            return
-        except CheckpointError as exc:
-            self.refused.add(latest)
-            log.error("refusing v%d, still serving v%d: %s", latest, self.version, exc)
-            return
-        self.swap(ckpt)
-
     def run(self, stop: threading.Event) -> None:
         self.load(self.settings.pin_version, stop)
+        reloader = None if self.settings.pin_version else Reloader(self.store, self.settings, self.version)
+        if reloader is not None:
+            reloader.start()
+        try:
+            self.serve(stop, reloader)
+        finally:
+            if reloader is not None:
+                reloader.stop()
+
+    def serve(self, stop: threading.Event, reloader: Reloader | None) -> None:
         self.consumer = make_consumer(self.settings, "serve")
         s = self.settings
         limit = record_limit(s, s.dead_letter_topic)
@@ -120,7 +111,8 @@ class Predictor:
                 self.publisher.reap()  # drop the acknowledged sends as they come
                 if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                     self.commit()
-                self.maybe_reload()
+                if reloader is not None and (ckpt := reloader.take()) is not None:
+                    self.swap(ckpt)  # between batches: the consumer's position does not move
             self.commit()
         finally:
             self.closing = True

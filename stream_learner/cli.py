@@ -106,7 +106,7 @@ def _require_key(settings: Settings) -> None:
 def _store(settings: Settings) -> Any:
     from stream_learner.store import RedisStore
 
-    return RedisStore(settings.redis_url, settings.key_prefix)
+    return RedisStore.for_settings(settings)
 
 
 def _freeze_heap() -> None:

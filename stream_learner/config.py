@@ -77,6 +77,8 @@ class Settings:
                           "Redis URL for the model store (redis:// or rediss://, user:password@ allowed).",
                           secret=True)
     key_prefix: str = _opt("stream-learner", "Prefix of every Redis key the store writes.")
+    redis_timeout: float = _opt(5.0, "Seconds a Redis call may take before it counts as failed (and "
+                                "is retried).", minimum=0.1, modes="learn serve models")
 
     # What: the model
     model: str = _opt("default", "Model name: the store keeps its versions under this name.")

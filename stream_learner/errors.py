@@ -48,6 +48,11 @@ class StoreUnavailable(CheckpointError):
     """The model store (Redis) cannot be reached."""
 
 
+class OutOfOrder(CheckpointError):
+    """A save's version does not follow the store's latest (after a save whose answer was lost,
+    the latest may be that very save)."""
+
+
 class NoCheckpoint(CheckpointError):
     """The store holds no checkpoint (or not the pinned version) for the model."""
 

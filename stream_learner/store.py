@@ -37,7 +37,8 @@ from typing import Any, Protocol
 import redis
 
 from stream_learner.checkpoint import Record
-from stream_learner.errors import CheckpointError, FencedError, NoCheckpoint, StoreUnavailable
+from stream_learner.config import Settings
+from stream_learner.errors import CheckpointError, FencedError, NoCheckpoint, OutOfOrder, StoreUnavailable
 
 # One Redis value may hold 512 MB; checkpoints are written in chunks well below that.
 CHUNK_BYTES = 64 * 1024 * 1024
@@ -77,8 +78,8 @@ def _fenced(model: str, token: int, current: int) -> FencedError:
         f"model {model}: fencing token {token} is stale (current {current}): another learner took over")
 
 
-def _out_of_order(model: str, version: int, latest: int) -> CheckpointError:
-    return CheckpointError(f"model {model}: version {version} does not follow the latest {latest}")
+def _out_of_order(model: str, version: int, latest: int) -> OutOfOrder:
+    return OutOfOrder(f"model {model}: version {version} does not follow the latest {latest}")
 
 
 def _missing(model: str, version: int) -> str:
@@ -204,6 +205,12 @@ class RedisStore:
         self._options = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, **client_options}
         self._client: redis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> RedisStore:
+        timeout = settings.redis_timeout
+        return cls(settings.redis_url, settings.key_prefix, socket_timeout=timeout,
+                   socket_connect_timeout=min(timeout, 5.0))
 
     @property
     def client(self) -> redis.Redis:

@@ -153,7 +153,7 @@ def spawn(command: str, settings: Settings, *extra: str) -> subprocess.Popen[str
 
 
 def store_for(settings: Settings) -> RedisStore:
-    return RedisStore(settings.redis_url, settings.key_prefix)
+    return RedisStore.for_settings(settings)
 
 
 def latest_meta(settings: Settings) -> CheckpointMeta | None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from consumers.learner import Learner
 from consumers.predictor import Predictor
@@ -113,3 +119,47 @@ def test_broker_sigkill_under_a_learner_and_a_predictor(
         assert {m.json()["id"] for m in read_all(broker.bootstrap, learn.predictions_topic)} == everyone
     finally:
         broker.stop()
+
+
+def test_a_stalled_redis_holds_up_no_prediction_and_a_save_whose_answer_was_lost_is_resolved(
+    kafka: KafkaBroker, unique: Callable[[str], str], topic: Callable[..., str], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    assert redis.proc is not None
+    try:
+        rows = phishing()
+        learn = make_settings(kafka, redis, unique, events_topic=topic("events"), checkpoint_interval=0.2,
+                              redis_timeout=0.5)
+        serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"))
+        messages = event_bytes(rows)
+        produce(kafka.bootstrap, learn.events_topic, messages[:400])
+        learning = InThread(Learner(learn, store_for(learn)))
+        wait_learned(learn, 400)
+        predictor = Predictor(serve, store_for(serve))
+        serving = InThread(predictor)
+        wait_for("the predictor to load a model", lambda: predictor.engine is not None)
+
+        caplog.set_level(logging.INFO)
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            stalled = time.monotonic()
+            produce(kafka.bootstrap, learn.events_topic, messages[400:900])
+            produce(kafka.bootstrap, serve.events_topic, messages[:300])
+            read_topic(kafka.bootstrap, learn.predictions_topic, 900, timeout=8)
+            read_topic(kafka.bootstrap, serve.predictions_topic, 300, timeout=8)
+            assert time.monotonic() - stalled < 8, "predictions waited for Redis"
+            learning.check()
+            serving.check()
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        produce(kafka.bootstrap, learn.events_topic, messages[900:])
+        final = wait_learned(learn, len(rows))
+        learning.stop()
+        serving.stop()
+        assert final.learned == len(rows) and final.learned_digest == digest(len(rows))
+        assert final.checkpoint_failures >= 1
+        assert any("was saved although its answer was lost" in r.getMessage() for r in caplog.records)
+    finally:
+        redis.stop()

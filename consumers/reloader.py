@@ -1,0 +1,89 @@
+"""Hot reload for frozen predictors: new checkpoint versions, found and opened off the loop.
+
+A thread asks the store for its latest version every ``POLL_S`` seconds; a newer one is loaded,
+verified and unpickled in that thread, and the loop takes the opened checkpoint between two
+batches. So neither a Redis that stalls nor the unpickling of a large forest holds up a
+prediction. A version that is refused (a bad signature, a record moved from another slot) is
+logged once and never asked for again; the predictor serves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from stream_learner.checkpoint import Checkpoint, open_record
+from stream_learner.config import Settings
+from stream_learner.errors import CheckpointError, StoreUnavailable
+from stream_learner.store import ModelStore
+
+log = logging.getLogger("stream_learner.predictor")
+
+POLL_S = 0.1
+SUMMARY_S = 30.0
+
+
+class Reloader:
+    def __init__(self, store: ModelStore, settings: Settings, serving: int) -> None:
+        self.store = store
+        self.settings = settings
+        self.seen = serving  # the newest version found so far
+        self.refused: set[int] = set()
+        self._ready: Checkpoint | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="hot-reload", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def take(self) -> Checkpoint | None:
+        """The newest opened checkpoint not taken yet, or None."""
+        if self._ready is None:
+            return None
+        with self._lock:
+            ready, self._ready = self._ready, None
+        return ready
+
+    def _watch(self) -> None:
+        unreachable_since: float | None = None
+        reported = 0.0
+        while not self._stop.wait(POLL_S):
+            try:
+                self._check()
+            except StoreUnavailable as exc:
+                now = time.monotonic()
+                if unreachable_since is None:
+                    unreachable_since = reported = now
+                    log.warning("store unreachable, still serving v%d: %s", self.seen, exc)
+                elif now - reported >= SUMMARY_S:
+                    reported = now
+                    log.warning("store unreachable for %.0f s, still serving v%d", now - unreachable_since,
+                                self.seen)
+                continue
+            if unreachable_since is not None:
+                log.info("store reachable again after %.0f s", time.monotonic() - unreachable_since)
+                unreachable_since = None
+
+    def _check(self) -> None:
+        s = self.settings
+        latest = self.store.latest_version(s.model)
+        if latest <= self.seen or latest in self.refused:
+            return
+        try:
+            ckpt = open_record(self.store.load(s.model, latest), s.signing_keys(),
+                               s.allow_version_mismatch, s.trusted_packages())
+        except StoreUnavailable:
+            raise
+        except CheckpointError as exc:
+            self.refused.add(latest)
+            log.error("refusing v%d, still serving v%d: %s", latest, self.seen, exc)
+            return
+        with self._lock:
+            self._ready = ckpt
+        self.seen = latest
