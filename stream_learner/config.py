@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,9 +289,15 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
 
 
 def _redact_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not sep or not at:
-        return url
-    user = creds.split(":", 1)[0] if ":" in creds else ""
-    return f"{scheme}://{user}:***@{host}"
+    """The URL with the password masked, in its user info and in a ``password`` query
+    parameter (which redis-py accepts too)."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    creds, at, host = netloc.rpartition("@")
+    if at:
+        user = creds.split(":", 1)[0] if ":" in creds else ""
+        netloc = f"{user}:***@{host}"
+    query = urllib.parse.urlencode([(k, "***" if k.lower() == "password" else v)
+                                    for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)],
+                                   safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -40,6 +40,9 @@ def test_compose_file_is_valid_and_its_service_settings_are_real() -> None:
     for name in ("kafka", "redis", "learner", "predictor"):
         assert services[name]["healthcheck"]["test"], name
     assert set(compose["volumes"]) == {"kafka-data", "redis-data"}
+    # docs/guarantees.md: Redis must keep every acknowledged write.
+    redis = services["redis"]["command"]
+    assert redis[redis.index("--appendfsync") + 1] == "always" and "--appendonly" in redis
 
 
 def test_compose_refuses_to_run_without_a_signing_key() -> None:

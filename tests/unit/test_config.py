@@ -50,6 +50,11 @@ def test_secrets_are_redacted() -> None:
     shown = str(s.redacted())
     assert "s3cret" not in shown and "hunter2" not in shown and "'pw'" not in shown
     assert "redis://app:***@db:6379/0" in shown
+    for url in ("redis://db:6379/0?password=hunter2", "rediss://db/0?ssl_cert_reqs=none&Password=hunter2",
+                "redis://:hunter2@db:6379?password=hunter2&db=1"):
+        shown = str(Settings(redis_url=url).redacted())
+        assert "hunter2" not in shown and "***" in shown, shown
+    assert "db=1" in str(Settings(redis_url="redis://db?password=x&db=1").redacted())
 
 
 def test_settings_are_immutable() -> None:
