@@ -32,6 +32,9 @@ Features = dict[str, float | int | str | bool]
 _INT64 = 2**63
 # Longer integer literals (a 128-bit id has 39 digits) are read as floats, as orjson reads them.
 MAX_INT_CHARS = 40
+# A class label is written in every prediction's probabilities, once per class: with at most
+# --max-classes (1000) labels of 100 characters, a prediction stays well within Kafka's 1 MiB.
+MAX_LABEL_CHARS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +320,8 @@ def check_label(y: Any, task: str, limits: Limits = LIMITS) -> Label | None:
                                         f"got {shown(y)}")
     if type(y) is int and not -_INT64 <= y < 2 * _INT64:
         raise InvalidEvent("bad_label", f"an integer label must fit in 64 bits, got {y:.3g}")
-    if type(y) is str:
-        _text(y, "label", limits)
+    if type(y) is str and len(y) > MAX_LABEL_CHARS:
+        raise InvalidEvent("too_long", f"a label has {len(y)} characters, more than {MAX_LABEL_CHARS}")
     label: Label = y
     return label
 

@@ -59,7 +59,8 @@ def hostile(rng: random.Random, x: dict[str, Any]) -> bytes:
     return json.dumps({"x": x, "y": True, "id": {"not": "a string"}}).encode()
 
 
-def oracle(messages: list[bytes], topic: str) -> tuple[ModelState, dict[int, str]]:
+def oracle(messages: list[bytes | None], topic: str, timestamps: list[int] | None = None
+           ) -> tuple[ModelState, dict[int, str]]:
     """What the service must do: the same core, as if an event the model raised on never came."""
     letters: dict[int, str] = {}
     while True:
@@ -67,8 +68,9 @@ def oracle(messages: list[bytes], topic: str) -> tuple[ModelState, dict[int, str
         for offset, raw in enumerate(messages):
             if offset in letters:
                 continue
+            source = Source(topic, 0, offset, timestamps[offset] if timestamps else None)
             try:
-                engine.process(decode_event(raw, Source(topic, 0, offset), FieldNames(), engine.state.task))
+                engine.process(decode_event(raw, source, FieldNames(), engine.state.task))
             except InvalidEvent as exc:
                 letters[offset] = exc.reason
                 if exc.reason == "model_error":

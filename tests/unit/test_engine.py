@@ -167,3 +167,17 @@ def test_a_multiclass_model_learns_at_most_max_classes() -> None:
         engine.process(Event("e-3", None, None, {"a": 1.0}, "class-3", Source("t", 0, 3)))
     assert info.value.reason == "new_class"
     assert state.classes == ["class-0", "class-1", "class-2"]
+
+
+def test_the_largest_prediction_a_multiclass_model_can_make_fits_kafkas_default_limit() -> None:
+    from stream_learner.events import MAX_LABEL_CHARS
+
+    state = ModelState.fresh("tree.HoeffdingTreeClassifier()")
+    engine = Engine(state, model_name="m" * 1024, mode="learn")
+    worst = "\u0001" * MAX_LABEL_CHARS  # each character escaped as \\u0001: 6 bytes
+    for i in range(1000):
+        label = f"{i}{worst}"[:MAX_LABEL_CHARS]
+        engine.process(Event("i" * 1024, "k" * 1024, 1.0, {"a": float(i)}, label, Source("t", 0, i)))
+    prediction = engine.process(Event("i" * 1024, "k" * 1024, 1.0, {"a": 1.0}, None, Source("t", 0, 1000)))
+    assert len(json.loads(prediction)["proba"]) == 1000
+    assert len(prediction) < 1_000_000
