@@ -64,7 +64,8 @@ def encode(kind: str, body: Any, depth: int) -> bytes | None:
 def produce_at(bootstrap: str, topic: str, values: list[bytes | None], base_ms: int) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
                              max_request_size=16 * 1024 * 1024)
-    futures = [producer.send(topic, key=b"k", value=v, timestamp_ms=base_ms + i) for i, v in enumerate(values)]
+    futures = [producer.send(topic, key=b"k", value=v, timestamp_ms=base_ms + i)
+               for i, v in enumerate(values)]
     producer.flush()
     producer.close()
     assert all(f.succeeded() for f in futures)
