@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from consumers.learner import Learner
@@ -59,7 +59,7 @@ def hostile(rng: random.Random, x: dict[str, Any]) -> bytes:
     return json.dumps({"x": x, "y": True, "id": {"not": "a string"}}).encode()
 
 
-def oracle(messages: list[bytes | None], topic: str, timestamps: list[int] | None = None
+def oracle(messages: Sequence[bytes | None], topic: str, timestamps: list[int] | None = None
            ) -> tuple[ModelState, dict[int, str]]:
     """What the service must do: the same core, as if an event the model raised on never came."""
     letters: dict[int, str] = {}
