@@ -49,6 +49,9 @@ class Predictor:
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
         self.positions: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
+        # What the consumer owns, as its rebalance callbacks said: readable from any thread (a
+        # librdkafka consumer's own methods are not, while another thread polls it).
+        self.assigned: frozenset[tuple[str, int]] = frozenset()
         self.closing = False  # the consumer's close revokes its partitions: committed already
         self.last_commit = time.monotonic()
 
@@ -150,7 +153,8 @@ class Predictor:
         self.last_commit = time.monotonic()
 
     def on_assign(self, _consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
-        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
+        self.assigned = frozenset((tp.topic, tp.partition) for tp in partitions)
+        log.info("assigned %s", sorted(self.assigned))
 
     def on_revoke(self, _consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
         """Commit what was published before the partitions go to another predictor."""
@@ -158,3 +162,4 @@ class Predictor:
             self.commit()
         for tp in partitions:
             self.positions.pop((tp.topic, tp.partition), None)
+        self.assigned = frozenset()

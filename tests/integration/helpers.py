@@ -178,7 +178,8 @@ def wait_learned(settings: Settings, learned: int, timeout: float = 60.0) -> Che
 def load_checkpoint(settings: Settings, version: int = 0) -> Checkpoint:
     store = store_for(settings)
     try:
-        return open_record(store.load(settings.model, version), {settings.hmac_key_id: KEY.encode()})
+        return open_record(store.load(settings.model, version), {settings.hmac_key_id: KEY.encode()},
+                           packages=settings.trusted_packages())
     finally:
         store.close()
 

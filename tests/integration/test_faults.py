@@ -135,7 +135,8 @@ def test_a_stalled_redis_holds_up_no_prediction_and_a_save_whose_answer_was_lost
         serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"))
         messages = event_bytes(rows)
         produce(kafka.bootstrap, learn.events_topic, messages[:400])
-        learning = InThread(Learner(learn, store_for(learn)))
+        learner = Learner(learn, store_for(learn))
+        learning = InThread(learner)
         wait_learned(learn, 400)
         predictor = Predictor(serve, store_for(serve))
         serving = InThread(predictor)
@@ -152,6 +153,8 @@ def test_a_stalled_redis_holds_up_no_prediction_and_a_save_whose_answer_was_lost
             assert time.monotonic() - stalled < 8, "predictions waited for Redis"
             learning.check()
             serving.check()
+            # A save sent to the stopped Redis times out; Redis runs it once it wakes.
+            wait_for("a checkpoint to time out", lambda: learner.failures >= 1, timeout=10)
         finally:
             os.kill(redis.proc.pid, signal.SIGCONT)
         produce(kafka.bootstrap, learn.events_topic, messages[900:])

@@ -99,7 +99,7 @@ def test_two_predictors_share_partitions_and_one_takes_over(
     run_a, run_b = InThread(a), InThread(b)
 
     def balanced() -> bool:
-        return all(p.consumer is not None and len(p.consumer.assignment()) == 2 for p in (a, b))
+        return all(len(p.assigned) == 2 for p in (a, b))
 
     wait_for("both predictors to own two partitions", balanced, timeout=90)
     first = event_bytes(rows[:1000], "one", labelled=False)
@@ -110,7 +110,7 @@ def test_two_predictors_share_partitions_and_one_takes_over(
 
     run_a.stop()
     wait_for("b to own all four partitions",
-             lambda: b.consumer is not None and len(b.consumer.assignment()) == 4, timeout=90)
+             lambda: len(b.assigned) == 4, timeout=90)
     rest = event_bytes(rows[1000:], "two", labelled=False)
     produce(kafka.bootstrap, serve.events_topic, rest)
     everything = read_topic(kafka.bootstrap, serve.predictions_topic, len(first) + len(rest))

@@ -22,7 +22,7 @@ def test_large_checkpoints_are_chunked_and_reassembled(redis_server: RedisServer
     payload = os.urandom(5 * 1024 * 1024 + 17)
     store.save("m", 1, Record(b'{"h": 1}', payload, "sig"), token, keep=2)
     assert int(store.client.hget(store.key("m", "v:1"), "chunks") or 0) == 6
-    assert store.load("m") == Record(b'{"h": 1}', payload, "sig")
+    assert store.load("m") == Record(b'{"h": 1}', payload, "sig", "m", 1)  # with the slot it came from
 
     with pytest.raises(CheckpointError, match="exceeds the limit of 8388608 bytes"):
         store.save("m", 2, Record(b"{}", os.urandom(9 * 1024 * 1024), "sig"), token, keep=2)
