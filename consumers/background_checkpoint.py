@@ -70,6 +70,7 @@ class BackgroundCheckpoint:
 
     kind = ""  # how the snapshot was taken, for the log
     pid = 0  # the forked child's, if there is one
+    payload: bytes | None = None  # the pickled state, when the loop pickled it
 
     def __init__(self) -> None:
         self._published: dict[str, int] | None = None
@@ -126,7 +127,7 @@ class PickledCheckpoint(BackgroundCheckpoint):
     def __init__(self, meta: CheckpointMeta, payload: bytes, store: ModelStore, key: bytes,
                  keep: int) -> None:
         super().__init__()
-        self._meta, self._payload = meta, payload
+        self._meta, self.payload = meta, payload
         self._store, self._key, self._keep = store, key, keep
 
     def __str__(self) -> str:
@@ -150,7 +151,8 @@ class PickledCheckpoint(BackgroundCheckpoint):
         if crashpoints.ARMED:
             crashpoints.hit("during_checkpoint")
         self._meta.published = self._published
-        return _save(self._meta, self._payload, self._store, self._key, self._keep)
+        assert self.payload is not None
+        return _save(self._meta, self.payload, self._store, self._key, self._keep)
 
 
 class ForkedCheckpoint(BackgroundCheckpoint):

@@ -154,7 +154,8 @@ class Poller:
         self.worked = 0.0  # in the window so far
         self.returned: float | None = None  # when the last ask returned
 
-    def __call__(self) -> list[rdkafka.Message]:
+    def __call__(self, wait: bool = True) -> list[rdkafka.Message]:
+        """What has arrived; ``wait=False``: what has arrived already, without waiting."""
         asked = time.perf_counter()
         if self.returned is None:
             self.window_from = asked
@@ -163,8 +164,11 @@ class Poller:
             if asked - self.window_from >= self.BUSY_WINDOW_S:
                 self.spinning = self.worked >= self.BUSY_SHARE * (asked - self.window_from)
                 self.window_from, self.worked = asked, 0.0
-        messages = poll(self.consumer, self.max_records, self.timeout,
-                        self.busy if self.spinning else 0.0)
+        if not wait:
+            messages = poll(self.consumer, self.max_records, 0.0)
+        else:
+            busy = self.busy if self.spinning else 0.0
+            messages = poll(self.consumer, self.max_records, self.timeout, busy)
         self.returned = time.perf_counter()
         return messages
 

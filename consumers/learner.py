@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import socket
 import threading
 import time
@@ -50,7 +51,14 @@ from consumers.kafka_io import (
 from consumers.lease import WriterLease
 from consumers.ordering import EventTimeMerge
 from consumers.replay import ReplayGuard, positions, recover
-from stream_learner.checkpoint import CheckpointMeta, open_record, seal_record, tp_key, verify_record
+from consumers.rewind import Handled, RewindPoint
+from stream_learner.checkpoint import (
+    CheckpointMeta,
+    open_record,
+    seal_record,
+    tp_key,
+    verify_record,
+)
 from stream_learner.config import Settings
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import (
@@ -97,6 +105,7 @@ class _Plan:
     events: int
     dead_letters: dict[str, int]
     since: int  # events since the previous checkpoint
+    seq: int  # records handled before it (Handled.seq)
     sends: int  # the sends made before it, which must all be acknowledged first
     still_ahead: bool  # predictions or dead letters beyond its offsets are sent already
 
@@ -137,7 +146,9 @@ class Learner:
         self.poisoned: dict[tuple[str, int, int], InvalidEvent] = {}  # records the model raised on
         self.model_errors = 0  # consecutive events dead-lettered as model errors
         self.first_model_error: InvalidEvent | None = None
-        self.checkpoint_now = False  # after a model error's dead letter: so no replay repeats it
+        self.point = RewindPoint()  # where a rewind goes: the last checkpoint, or a snapshot
+        self.handled = Handled()  # the records since that point, replayed by a rewind
+        self.snapshot_now = False  # after a model error's dead letter: so no replay repeats it
         self.merge: EventTimeMerge | None = None
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
@@ -159,21 +170,15 @@ class Learner:
 
     # -- state ------------------------------------------------------------------------------
 
-    def restore(self) -> None:
-        """Load the latest checkpoint, or build a fresh model when there is none: at start,
-        and to rewind after a model error."""
+    def restore(self, point: RewindPoint | None = None) -> None:
+        """Load the latest checkpoint, or build a fresh model when there is none (at start), or
+        go back to a rewind point (after a model error)."""
         s = self.settings
-        try:
-            ckpt = open_record(self.store.load(s.model), s.signing_keys(), s.allow_version_mismatch,
-                               s.trusted_packages())
-        except NoCheckpoint:
-            state = ModelState.fresh(s.model_spec, s.task, s.rolling_window)
-            meta = CheckpointMeta(s.model, 0, {})
-            log.info("model %s: no checkpoint, starting fresh from %s", s.model, s.start_from)
+        if point is not None and point.payload is not None and point.meta is not None:
+            meta = point.meta
+            state = pickle.loads(point.payload)  # pickled by this very process: never from outside
         else:
-            state, meta = ckpt.state, ckpt.meta
-            log.info("model %s: resumed v%d (%d learned) at %s", s.model, meta.version, state.learned,
-                     meta.offsets)
+            state, meta = self.load_latest()
         self.state, self.version = state, meta.version
         self.offsets, self.events = dict(meta.offsets), meta.events
         self.dead_letters.clear()  # self.letters counts into this very dict
@@ -184,6 +189,18 @@ class Learner:
         state.features.max_features = s.max_features
         self.engine = Engine(state, model_name=s.model, mode="learn", version=self.version,
                              max_classes=s.max_classes)
+
+    def load_latest(self) -> tuple[ModelState, CheckpointMeta]:
+        s = self.settings
+        try:
+            ckpt = open_record(self.store.load(s.model), s.signing_keys(), s.allow_version_mismatch,
+                               s.trusted_packages())
+        except NoCheckpoint:
+            log.info("model %s: no checkpoint, starting fresh from %s", s.model, s.start_from)
+            return ModelState.fresh(s.model_spec, s.task, s.rolling_window), CheckpointMeta(s.model, 0, {})
+        log.info("model %s: resumed v%d (%d learned) at %s", s.model, ckpt.meta.version,
+                 ckpt.state.learned, ckpt.meta.offsets)
+        return ckpt.state, ckpt.meta
 
     @property
     def output_topics(self) -> dict[str, str]:
@@ -256,21 +273,27 @@ class Learner:
         poller = Poller(self.consumer, self.settings.max_poll_records, 0.1,
                         self.settings.busy_poll_ms / 1000)
         assert self.lease is not None
+        resume = False
         while not stop.is_set():
             self.lease.check()
             # Rebalance callbacks (on_assign, on_revoke) run in here, and their errors come out.
-            self.merge.add(poller())
+            # After a rewind or a snapshot, records are buffered already: no waiting for more.
+            self.merge.add(poller(wait=not resume))
+            resume = False
             try:
                 for record in self.merge.drain():
                     self.handle(record)
-                    if self.checkpoint_now:
+                    if self.snapshot_now:
+                        resume = True
                         break
             except _Rewind:
                 self.rewind()
+                resume = True
                 continue
-            if self.checkpoint_now:
-                self.checkpoint_now = False
-                self.checkpoint("after a model error")
+            if self.snapshot_now:
+                self.snapshot_now = False
+                self.keep_rewind_point()
+                self.check_model()
             self.advance_checkpoint()
             if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                 self.commit_offsets(wait=False)
@@ -291,6 +314,7 @@ class Learner:
         if tpk not in self.offsets and tpk not in self.first_seen:
             self.first_seen[tpk] = offset
         raw = record.value()
+        self.handled.add(record)
         poison = self.poisoned.get(where) if self.poisoned else None
         try:
             if poison is not None:
@@ -338,30 +362,69 @@ class Learner:
             raise InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}") from exc
 
     def model_failed(self, error: InvalidEvent) -> None:
-        """A model error is dead-lettered: a checkpoint follows at once, so that no later rewind
-        replays it; past ``--max-model-errors`` in a row, the spec is broken: stop."""
-        self.checkpoint_now = True
+        """A model error is dead-lettered: a rewind point follows at once, so that no later
+        rewind replays it."""
+        self.snapshot_now = True
         self.model_errors += 1
         if self.model_errors == 1:
             self.first_model_error = error
-        if self.model_errors >= self.settings.max_model_errors:
-            raise ModelBroken(
-                f"--model-spec {self.settings.model_spec!r}: the model raised on {self.model_errors} "
-                f"events in a row (--max-model-errors); the first: {self.first_model_error}")
+
+    def check_model(self) -> None:
+        """A model that has never learned an event and raised on ``--max-model-errors`` in a row
+        has a broken spec: checkpoint (a restart goes on past these events), then stop. A model
+        that has learned is not stopped by any events: they are the events' fault."""
+        assert self.state is not None
+        if self.model_errors < self.settings.max_model_errors or self.state.learned:
+            return
+        self.checkpoint("stopping: the model cannot learn", force=True)
+        raise ModelBroken(
+            f"--model-spec {self.settings.model_spec!r}: the model raised on {self.model_errors} "
+            f"events in a row and has learned none (--max-model-errors); the first: "
+            f"{self.first_model_error}")
+
+    def keep_rewind_point(self) -> None:
+        """A snapshot in memory of the state as it is now, as the point the next rewind goes to."""
+        assert self.state is not None
+        meta = CheckpointMeta(self.settings.model, self.version, dict(self.offsets), events=self.events,
+                              dead_letters=dict(self.dead_letters), published=dict(self.published),
+                              checkpoint_failures=self.failures, token=self.token)
+        payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+        self.point = RewindPoint(payload, meta, self.handled.seq, self.since_checkpoint)
+        self.handled.drop_before(self.point.seq)
+        self.poisoned = {(t, p, o): e for (t, p, o), e in self.poisoned.items()
+                         if o >= self.offsets.get(tp_key(t, p), 0)}
 
     def rewind(self) -> None:
-        """Back to the last checkpoint; the poisoned event is dead-lettered when it comes round
-        again."""
+        """Back to the rewind point; the poisoned event is dead-lettered when it comes round
+        again. What was handled since is replayed from memory, or read again from Kafka."""
         assert self.consumer is not None and self.merge is not None
         self.finish_checkpoint()
-        self.restore()
-        self.since_checkpoint = 0
+        point = self.point
+        replay = self.handled.since(point.seq)
+        self.restore(point)
+        self.since_checkpoint = point.since
+        self.handled.restart_at(point.seq)
+        if replay is not None and self.follows_on([*replay, *self.merge.heads()]):
+            self.merge.push_front(replay)
+            return
         self.merge.clear()
         for tp in self.consumer.assignment():
             key = tp_key(tp.topic, tp.partition)
             offset = self.offsets.get(key, self.first_seen.get(key))
             if offset is not None:
                 self.consumer.seek(rdkafka.TopicPartition(tp.topic, tp.partition, offset))
+
+    def follows_on(self, records: list[rdkafka.Message]) -> bool:
+        """Whether ``records`` go on, in each partition, exactly where the state's offsets end."""
+        expected: dict[str, int | None] = {}
+        for record in records:
+            key = tp_key(record.topic() or "", record.partition() or 0)
+            if key not in expected:
+                expected[key] = self.offsets.get(key, self.first_seen.get(key))
+            if record.offset() != expected[key]:
+                return False
+            expected[key] = (record.offset() or 0) + 1
+        return True
 
     @property
     def writes_off_loop(self) -> bool:
@@ -384,7 +447,7 @@ class Learner:
         # are none, the scan positions for the next restart do not move.
         still_ahead = self.guard.ahead_of(self.offsets)
         return _Plan(self.version + 1, dict(self.offsets), self.events, dict(self.dead_letters),
-                     self.since_checkpoint, self.publisher.sent, still_ahead)
+                     self.since_checkpoint, self.handled.seq, self.publisher.sent, still_ahead)
 
     def meta(self, plan: _Plan) -> CheckpointMeta:
         return CheckpointMeta(self.settings.model, plan.version, plan.offsets, events=plan.events,
@@ -426,7 +489,7 @@ class Learner:
             self.resolve(plan, exc)
             return
         self.completed(plan, reason, meta.published, Outcome(len(record.payload), meta.metrics),
-                       time.perf_counter() - started)
+                       time.perf_counter() - started, payload=record.payload)
 
     def start_checkpoint(self, reason: str) -> None:
         """Fork the writer of the next checkpoint and go on; ``advance_checkpoint`` finishes it."""
@@ -492,7 +555,7 @@ class Learner:
         else:
             self.last_bytes = outcome.payload_bytes
             self.completed(plan, flight.reason, self.published_as_of(plan), outcome, flight.blocked,
-                           flight.waited, writer)
+                           flight.waited, writer, writer.payload)
 
     def finish_checkpoint(self) -> None:
         """Wait for the checkpoint in the background, if there is one."""
@@ -526,14 +589,20 @@ class Learner:
                   plan.version, self.failures, delay, exc)
 
     def completed(self, plan: _Plan, reason: str, published: dict[str, int], outcome: Outcome,
-                  blocked: float, waited: float = 0.0, writer: BackgroundCheckpoint | None = None
-                  ) -> None:
-        """The plan is saved: it is the new rewind point, and Kafka may hear of its offsets."""
+                  blocked: float, waited: float = 0.0, writer: BackgroundCheckpoint | None = None,
+                  payload: bytes | None = None) -> None:
+        """The plan is saved: it is the new rewind point (unless a later one was kept since),
+        and Kafka may hear of its offsets. ``payload``: its pickled state, if the loop has it."""
         assert self.consumer is not None and self.engine is not None and self.state is not None
         if crashpoints.ARMED:
             crashpoints.hit("after_checkpoint")
         self.version = self.engine.version = plan.version
         self.published = published
+        if plan.seq >= self.point.seq:
+            meta = self.meta(plan)
+            meta.published = published
+            self.point = RewindPoint(payload, meta if payload is not None else None, plan.seq)
+            self.handled.drop_before(plan.seq)
         covered = plan.offsets
         self.first_seen = {k: o for k, o in self.first_seen.items() if k not in covered}
         self.guard.covered(covered)
@@ -572,6 +641,7 @@ class Learner:
             tp.offset = self.offsets.get(tp_key(tp.topic, tp.partition), fresh)
         consumer.assign(partitions)
         self.merge.assign((tp.topic, tp.partition) for tp in partitions)
+        self.handled.forget()
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
 
     def on_revoke(self, _consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
@@ -584,3 +654,4 @@ class Learner:
             self.checkpoint("revocation")
             self.commit_offsets(wait=False)
         self.merge.assign(())
+        self.handled.forget()

@@ -58,6 +58,20 @@ class EventTimeMerge:
     def full(self) -> bool:
         return self.buffered >= self.max_buffered
 
+    def heads(self) -> list[Any]:
+        """The first record buffered of each partition."""
+        return [buf[0] for buf in self.buffers.values() if buf]
+
+    def push_front(self, messages: list[Any]) -> None:
+        """Put records back before what is buffered (a rewind replays them), in their order."""
+        for m in reversed(messages):
+            where = (m.topic(), m.partition())
+            buf = self.buffers.get(where)
+            if buf is None:
+                buf = self.buffers[where] = deque()
+            buf.appendleft(m)
+            self.buffered += 1
+
     def clear(self) -> None:
         """Forget what is buffered (before a seek)."""
         self.buffers.clear()

@@ -215,9 +215,8 @@ def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatc
     unpickler``), and those of the ``packages`` of a ``package.module:factory`` spec that this
     process's configuration trusts."""
     meta = verify_record(record, keys, allow_version_mismatch)
-    package = meta.spec.split(":")[0].split(".")[0] if ":" in meta.spec else ""
     try:
-        state: Any = unpickler.load(record.payload, package if package in packages else "")
+        state: Any = unpickler.load(record.payload, trusted_package(meta.spec, packages))
     except IntegrityError as exc:
         raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: {exc}") from None
     except Exception as exc:
@@ -226,6 +225,12 @@ def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatc
     if not isinstance(state, ModelState):
         raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: payload is not a model state")
     return Checkpoint(meta, state)
+
+
+def trusted_package(spec: str, packages: frozenset[str]) -> str:
+    """The package of a ``package.module:factory`` spec, if it is one of the trusted ``packages``."""
+    package = spec.split(":")[0].split(".")[0] if ":" in spec else ""
+    return package if package in packages else ""
 
 
 def _minor(version: str) -> str:

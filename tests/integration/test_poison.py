@@ -154,9 +154,33 @@ def test_a_model_that_raises_on_every_event_stops_the_learner_in_one_line(
     assert proc.returncode == 1, out
     last = out.strip().splitlines()[-1]
     assert last.startswith("stream-learner learn: ModelBroken: --model-spec "), out
-    assert settings.model_spec in last and "5 events in a row" in last and "TypeError" in last
-    assert "Traceback" not in out
+    assert settings.model_spec in last and "5 events in a row and has learned none" in last
+    assert "TypeError" in last and "Traceback" not in out
     letters = read_all(kafka.bootstrap, settings.dead_letter_topic)
-    assert [int(m.headers["source.offset"]) for m in letters] == [0, 1, 2, 3]
+    assert [int(m.headers["source.offset"]) for m in letters] == [0, 1, 2, 3, 4]
+    meta = latest_meta(settings)  # a restart goes on past what it dead-lettered
+    assert meta is not None and meta.offsets == {f"{settings.events_topic}:0": 5}
+    assert meta.dead_letters == {"model_error": 5}
+
+
+def test_a_model_that_has_learned_is_not_stopped_by_any_run_of_model_errors(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    rows = phishing()[:40]
+    stream = [*event_bytes(rows[:10]),
+              *((None, json.dumps({"x": {**x, "country": "FR"}, "y": y}).encode()) for x, y in rows[10:30]),
+              *event_bytes(rows[30:], start=30)]
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
+                             max_model_errors=5)
+    produce(kafka.bootstrap, settings.events_topic, stream)
+    learner = InThread(Learner(settings, store_for(settings)))
+
+    def done() -> bool:
+        learner.check()
+        return checkpointed_all(settings, len(stream))
+
+    wait_for("every message to be checkpointed", done)
+    learner.stop()
     meta = latest_meta(settings)
-    assert meta is not None and meta.offsets == {f"{settings.events_topic}:0": 4}
+    assert meta is not None and meta.learned == 20 and meta.dead_letters == {"model_error": 20}
