@@ -21,7 +21,7 @@ import threading
 import time
 from types import TracebackType
 
-from stream_learner.errors import FencedError, StoreUnavailable, StreamLearnerError
+from stream_learner.errors import StoreUnavailable, StreamLearnerError
 from stream_learner.store import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
@@ -94,9 +94,14 @@ class WriterLease:
                     log.warning("the writer lease has not been renewed for %.0f s: %s",
                                 now - failing_since, exc)
                 continue
-            except (FencedError, StreamLearnerError) as exc:
+            except StreamLearnerError as exc:  # fenced, or a lease key written by hand
                 self.lost = exc
                 log.error("model %s: the writer lease is lost: %s", self.model, exc)
+                return
+            except Exception as exc:  # a bug of ours: stop learning rather than write unleased
+                self.lost = StreamLearnerError(f"renewing the writer lease failed: "
+                                               f"{type(exc).__name__}: {exc}")
+                log.exception("model %s: renewing the writer lease failed", self.model)
                 return
             if failing_since is not None:
                 log.info("the writer lease is renewed again after %.0f s", time.monotonic() - failing_since)

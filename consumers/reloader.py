@@ -15,7 +15,7 @@ import time
 
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
-from stream_learner.errors import CheckpointError, StoreUnavailable
+from stream_learner.errors import CheckpointError, NoCheckpoint, StoreUnavailable
 from stream_learner.store import ModelStore
 
 log = logging.getLogger("stream_learner.predictor")
@@ -51,24 +51,27 @@ class Reloader:
         return ready
 
     def _watch(self) -> None:
-        unreachable_since: float | None = None
+        """Until stopped, whatever the store holds: an error is logged (once, then every
+        ``SUMMARY_S`` seconds while it lasts) and the predictor serves on."""
+        failing_since: float | None = None
         reported = 0.0
         while not self._stop.wait(POLL_S):
             try:
                 self._check()
-            except StoreUnavailable as exc:
+            except Exception as exc:  # StoreUnavailable, a damaged key, or a bug: never the end
                 now = time.monotonic()
-                if unreachable_since is None:
-                    unreachable_since = reported = now
-                    log.warning("store unreachable, still serving v%d: %s", self.seen, exc)
+                if failing_since is None:
+                    failing_since = reported = now
+                    log.warning("cannot check the store for a new version, still serving v%d: %s: %s",
+                                self.seen, type(exc).__name__, exc)
                 elif now - reported >= SUMMARY_S:
                     reported = now
-                    log.warning("store unreachable for %.0f s, still serving v%d", now - unreachable_since,
-                                self.seen)
+                    log.warning("the store has failed for %.0f s, still serving v%d: %s",
+                                now - failing_since, self.seen, exc)
                 continue
-            if unreachable_since is not None:
-                log.info("store reachable again after %.0f s", time.monotonic() - unreachable_since)
-                unreachable_since = None
+            if failing_since is not None:
+                log.info("the store answers again after %.0f s", time.monotonic() - failing_since)
+                failing_since = None
 
     def _check(self) -> None:
         s = self.settings
@@ -78,8 +81,8 @@ class Reloader:
         try:
             ckpt = open_record(self.store.load(s.model, latest), s.signing_keys(),
                                s.allow_version_mismatch, s.trusted_packages())
-        except StoreUnavailable:
-            raise
+        except (StoreUnavailable, NoCheckpoint):
+            raise  # tried again at the next check
         except CheckpointError as exc:
             self.refused.add(latest)
             log.error("refusing v%d, still serving v%d: %s", latest, self.seen, exc)

@@ -185,7 +185,7 @@ def verify_record(record: Record, keys: Mapping[str, bytes], allow_version_misma
                   ) -> CheckpointMeta:
     """Check signature and runtime versions; raise ``IntegrityError`` on any doubt."""
     meta = read_meta(record)
-    where = f"checkpoint {meta.model} v{meta.version}"
+    where = f"checkpoint {record.model or meta.model} v{record.version or meta.version}"
     if not record.signature:
         raise IntegrityError(f"{where}: unsigned: refusing to unpickle it")
     key = keys.get(meta.key_id)

@@ -252,37 +252,45 @@ def _file_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    from stream_learner.checkpoint import read_meta, verify_record
-
     store = _store(settings)
     versions = store.versions(settings.model)
     if not versions:
         print(f"model {settings.model}: no checkpoints in the store")
         return 1
     shown = versions if args.action == "list" else [args.version or versions[-1]]
-    now = time.time()
     for version in shown:
-        record = store.load(settings.model, version)
-        meta = read_meta(record)
-        if settings.hmac_key:
-            try:
-                verify_record(record, settings.signing_keys(), settings.allow_version_mismatch)
-                signature = "verified"
-            except StreamLearnerError as exc:
-                signature = f"REFUSED ({exc})"
-        else:
-            signature = "not checked (no --hmac-key)"
-        if args.action == "list":
-            offsets = ",".join(f"{tp}={o}" for tp, o in sorted(meta.offsets.items()))
-            print(f"v{meta.version}  age {now - meta.created_at:.1f}s  learned {meta.learned}  "
-                  f"events {meta.events}  dead letters {sum(meta.dead_letters.values())}  "
-                  f"offsets {offsets}  metrics {json.dumps(meta.metrics)}  signature {signature}")
-        else:
-            doc = dataclasses.asdict(meta)
-            doc.update(age_seconds=round(now - meta.created_at, 1), payload_bytes=len(record.payload),
-                       signature=signature)
-            print(json.dumps(doc, indent=2, sort_keys=True))
+        try:
+            _show_version(settings, args.action, store.load(settings.model, version))
+        except (StreamLearnerError, AttributeError, TypeError, ValueError) as exc:
+            if args.action != "list":
+                raise StreamLearnerError(f"v{version}: {exc}") from None
+            print(f"v{version}  unreadable: {exc}")  # the others are still worth listing
     return 0
+
+
+def _show_version(settings: Settings, action: str, record: Any) -> None:
+    from stream_learner.checkpoint import read_meta, verify_record
+
+    now = time.time()
+    meta = read_meta(record)
+    if settings.hmac_key:
+        try:
+            verify_record(record, settings.signing_keys(), settings.allow_version_mismatch)
+            signature = "verified"
+        except StreamLearnerError as exc:
+            signature = f"REFUSED ({exc})"
+    else:
+        signature = "not checked (no --hmac-key)"
+    if action == "list":
+        offsets = ",".join(f"{tp}={o}" for tp, o in sorted(meta.offsets.items()))
+        print(f"v{meta.version}  age {now - meta.created_at:.1f}s  learned {meta.learned}  "
+              f"events {meta.events}  dead letters {sum(meta.dead_letters.values())}  "
+              f"offsets {offsets}  metrics {json.dumps(meta.metrics)}  signature {signature}")
+    else:
+        doc = dataclasses.asdict(meta)
+        doc.update(age_seconds=round(now - meta.created_at, 1), payload_bytes=len(record.payload),
+                   signature=signature)
+        print(json.dumps(doc, indent=2, sort_keys=True))
 
 
 _COMMANDS = {"learn": cmd_learn, "serve": cmd_serve, "produce": cmd_produce, "models": cmd_models}

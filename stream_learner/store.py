@@ -82,6 +82,20 @@ def _out_of_order(model: str, version: int, latest: int) -> OutOfOrder:
     return OutOfOrder(f"model {model}: version {version} does not follow the latest {latest}")
 
 
+def _damaged(key: str) -> CheckpointError:
+    return CheckpointError(f"Redis key {key} holds no number: someone wrote it by hand; repair or "
+                           "delete it (refusing to write meanwhile)")
+
+
+def _number(value: Any, key: str) -> int:
+    """A number the store wrote (0 when the key is absent); ``CheckpointError`` if it is not."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        raise CheckpointError(f"Redis key {key} holds {value[:40]!r}, not a number: someone wrote "
+                              "it by hand; repair or delete it") from None
+
+
 def _missing(model: str, version: int) -> str:
     return f"model {model}: no checkpoint" + (f" version {version}" if version else "") + " in the store"
 
@@ -152,9 +166,11 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[1])
 return token
 """
 
-# KEYS: fence, lease. ARGV: token, ttl ms, owner. The current fence (== token when renewed).
+# KEYS: fence, lease. ARGV: token, ttl ms, owner. The current fence (== token when renewed), or
+# false when the fence is not a number.
 _RENEW = """
 local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
+if not fence then return false end
 if fence ~= tonumber(ARGV[1]) then return fence end
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return fence
@@ -170,10 +186,14 @@ return 0
 
 # KEYS: fence, latest, versions, the new version's hash.
 # ARGV: token, version, keep, version key prefix, announce channel, then field/value pairs.
+# Returns {status, value}: ok (the version), fenced (the fence), order (the latest), or damaged
+# (the key that holds no number).
 _SAVE = """
 local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
+if not fence then return {'damaged', KEYS[1]} end
 if fence ~= tonumber(ARGV[1]) then return {'fenced', fence} end
 local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
+if not latest then return {'damaged', KEYS[2]} end
 local version = tonumber(ARGV[2])
 if version ~= latest + 1 then return {'order', latest} end
 redis.call('DEL', KEYS[4])
@@ -252,6 +272,8 @@ class RedisStore:
     def renew(self, model: str, token: int, ttl: float, owner: str = "") -> None:
         fence = self._script("renew", "renewing the writer lease", self._lease_keys(model),
                              [token, int(ttl * 1000), owner])
+        if fence is None:
+            raise _damaged(self.key(model, "fence"))
         if int(fence) != token:
             raise _fenced(model, token, int(fence))
 
@@ -274,27 +296,45 @@ class RedisStore:
             raise _fenced(model, token, int(value))
         if status == b"order":
             raise _out_of_order(model, version, int(value))
+        if status == b"damaged":
+            raise _damaged(value.decode(errors="replace"))
 
     def latest_version(self, model: str) -> int:
-        value = self._call("reading the latest version", self.client.get, self.key(model, "latest"))
-        return int(value or 0)
+        key = self.key(model, "latest")
+        return _number(self._call("reading the latest version", self.client.get, key), key)
 
     def load(self, model: str, version: int = 0) -> Record:
+        """One version's record; its size is checked before its payload is read."""
         version = version or self.latest_version(model)
-        fields = self._call(f"loading checkpoint {model} v{version}", self.client.hgetall,
-                            self.key(model, f"v:{version}")) if version else {}
-        if b"header" not in fields:
+        key = self.key(model, f"v:{version}")
+        what = f"loading checkpoint {model} v{version}"
+        header, signature, chunks = (self._call(what, self.client.hmget, key, "header", "signature", "chunks")
+                                     if version else (None, None, None))
+        if header is None:
             raise NoCheckpoint(_missing(model, version))
-        try:
-            count = int(fields[b"chunks"])
-            payload = b"".join(fields[f"payload:{i}".encode()] for i in range(count))
-        except (KeyError, ValueError):
-            payload = b""  # a damaged record: its signature check will refuse it
-        return Record(fields[b"header"], payload, fields.get(b"signature", b"").decode(), model, version)
+        count = _number(chunks, f"{key} chunks")
+        names = [f"payload:{i}" for i in range(count)]
+        if count > self._max // self._chunk + 1:
+            raise CheckpointError(f"model {model} v{version}: {count} chunks, more than a checkpoint "
+                                  f"of at most {self._max} bytes has")
+        sizes = self._call(what, self._sizes, key, names)
+        if sum(sizes) > self._max:
+            raise CheckpointError(f"model {model} v{version}: {sum(sizes)} bytes, beyond the limit of "
+                                  f"{self._max} bytes: not read")
+        parts = self._call(what, self.client.hmget, key, *names) if names else []
+        payload = b"".join(p or b"" for p in parts)  # a damaged record: its signature check refuses it
+        return Record(header, payload, (signature or b"").decode(errors="replace"), model, version)
+
+    def _sizes(self, key: str, names: list[str]) -> list[int]:
+        pipe = self.client.pipeline(transaction=False)
+        for name in names:
+            pipe.hstrlen(key, name)
+        return [int(n) for n in pipe.execute()]
 
     def versions(self, model: str) -> list[int]:
-        found = self._call("listing versions", self.client.zrange, self.key(model, "versions"), 0, -1)
-        return sorted(int(v) for v in found)
+        key = self.key(model, "versions")
+        found = self._call("listing versions", self.client.zrange, key, 0, -1)
+        return sorted(_number(v, key) for v in found)
 
     def close(self) -> None:
         if self._client is not None:

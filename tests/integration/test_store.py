@@ -54,3 +54,34 @@ def test_an_unreachable_server_is_a_clear_error() -> None:
     store = RedisStore("redis://127.0.0.1:1/0")
     with pytest.raises(StoreUnavailable, match="Redis unreachable while reading the latest version"):
         store.latest_version("m")
+
+
+def test_keys_written_by_hand_are_clear_errors_and_a_huge_record_is_not_read(
+        redis_server: RedisServer, unique: Callable[[str], str]) -> None:
+    store = RedisStore(redis_server.url, unique("p"), chunk_bytes=1024, max_bytes=8 * 1024)
+    token = store.acquire("m", ttl=10)
+    assert token is not None
+    store.save("m", 1, Record(b"{}", b"x" * 100, "sig"), token, keep=2)
+    client = store.client
+    client.set(store.key("m", "latest"), "abc")
+    with pytest.raises(CheckpointError, match=r"latest holds b'abc', not a number"):
+        store.latest_version("m")
+    with pytest.raises(CheckpointError, match="latest holds no number"):
+        store.save("m", 2, Record(b"{}", b"", "sig"), token, keep=2)
+    client.set(store.key("m", "latest"), "1")
+    client.set(store.key("m", "fence"), "abc")
+    with pytest.raises(CheckpointError, match="fence holds no number"):
+        store.renew("m", token, 10)
+    with pytest.raises(CheckpointError, match="fence holds no number"):
+        store.save("m", 2, Record(b"{}", b"", "sig"), token, keep=2)
+    client.zadd(store.key("m", "versions"), {"abc": 3})
+    with pytest.raises(CheckpointError, match="versions holds b'abc'"):
+        store.versions("m")
+    hash_key = store.key("m", "v:1")
+    client.hset(hash_key, mapping={"chunks": 9, **{f"payload:{i}": b"y" * 1024 for i in range(9)}})
+    with pytest.raises(CheckpointError, match="9216 bytes, beyond the limit of 8192 bytes: not read"):
+        store.load("m", 1)
+    client.hset(hash_key, "chunks", 10**6)
+    with pytest.raises(CheckpointError, match="1000000 chunks"):
+        store.load("m", 1)
+    store.close()
