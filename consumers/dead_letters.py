@@ -104,8 +104,12 @@ class DeadLetters:
         self.publisher.send(self.topic, value, headers=headers)
 
     def summarise(self, force: bool = False) -> None:
+        """Log the dead letters not logged yet, once ``SUMMARY_S`` seconds have passed since
+        the last summary (``force``: now); the loops ask every pass."""
+        if not self._since:
+            return
         now = time.monotonic()
-        if self._since and (force or now >= self._summary_at):
+        if force or now >= self._summary_at:
             parts = ", ".join(f"{r} {n}" for r, n in sorted(self._since.items()))
             log.warning("dead-lettered %d more events: %s", sum(self._since.values()), parts)
             self._since.clear()

@@ -78,6 +78,7 @@ log = logging.getLogger("stream_learner.learner")
 RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between checkpoint attempts while Redis is down
 # Rejections after which the model may be half-updated: back to the last checkpoint.
 REWINDS = ("model_error", "internal_error")
+BUDGET_REPORT_S = 30.0
 
 
 def configure_labels(state: ModelState, settings: Settings) -> None:
@@ -88,6 +89,7 @@ def configure_labels(state: ModelState, settings: Settings) -> None:
     if state.pending is None:
         state.pending = PendingLabels(settings.label_ttl, settings.max_pending)
     state.pending.ttl, state.pending.max_pending = settings.label_ttl, settings.max_pending
+    state.pending.max_bytes = settings.max_pending_bytes
     state.default_label = None
     if settings.default_label:
         try:
@@ -149,6 +151,8 @@ class Learner:
         self.point = RewindPoint()  # where a rewind goes: the last checkpoint, or a snapshot
         self.handled = Handled()  # the records since that point, replayed by a rewind
         self.snapshot_now = False  # after a model error's dead letter: so no replay repeats it
+        self.refused_reported = 0  # features dropped by the budget, as last logged
+        self.budget_reported_at = -BUDGET_REPORT_S
         self.merge: EventTimeMerge | None = None
         self.since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
@@ -269,7 +273,7 @@ class Learner:
         return bool(self.settings.labels_topic)
 
     def loop(self, stop: threading.Event) -> None:
-        assert self.consumer is not None and self.merge is not None
+        assert self.consumer is not None and self.merge is not None and self.letters is not None
         poller = Poller(self.consumer, self.settings.max_poll_records, 0.1,
                         self.settings.busy_poll_ms / 1000)
         assert self.lease is not None
@@ -295,6 +299,7 @@ class Learner:
                 self.keep_rewind_point()
                 self.check_model()
             self.advance_checkpoint()
+            self.letters.summarise()
             if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                 self.commit_offsets(wait=False)
             if self.checkpoint_due():
@@ -612,11 +617,22 @@ class Learner:
         self.last_checkpoint = time.monotonic()
         self.retry_at = 0.0
         self.uncommitted = covered
+        self.report_budget()
         how = f" ({writer.kind})" if writer is not None else ""
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms%s%s, metrics %s",
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, how,
                  f" (then {waited * 1000:.1f} ms waiting for it to finish)" if waited else "",
                  outcome.metrics)
+
+    def report_budget(self) -> None:
+        """Say when the feature budget is spent and features are dropped: at a checkpoint, at
+        most every ``BUDGET_REPORT_S`` seconds."""
+        assert self.state is not None
+        budget, now = self.state.features, time.monotonic()
+        if budget.refused > self.refused_reported and now >= self.budget_reported_at + BUDGET_REPORT_S:
+            log.warning("the feature budget is spent (--max-features %d): %d features dropped from "
+                        "events so far; new features are not learned", budget.max_features, budget.refused)
+            self.refused_reported, self.budget_reported_at = budget.refused, now
 
     def commit_offsets(self, wait: bool) -> None:
         """Tell Kafka the last checkpoint's offsets, if it has not heard of them: every

@@ -112,6 +112,7 @@ class Predictor:
                 for record in poller():
                     self.handle(record)
                 self.publisher.reap()  # drop the acknowledged sends as they come
+                self.letters.summarise()
                 if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                     self.commit()
                 if reloader is not None and (ckpt := reloader.take()) is not None:
@@ -120,6 +121,7 @@ class Predictor:
         finally:
             self.closing = True
             self.consumer.close()
+            self.letters.summarise(force=True)
             self.publisher.close()
 
     def handle(self, record: rdkafka.Message) -> None:

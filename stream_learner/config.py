@@ -61,6 +61,9 @@ class Settings:
                             minimum=0.0, modes="learn")
     max_pending: int = _opt(100_000, "Most unlabelled events kept waiting; the oldest is evicted first.",
                             minimum=1, modes="learn")
+    max_pending_bytes: int = _opt(256 * 1024 * 1024, "Most bytes of features kept for events waiting "
+                                  "for a label (they are checkpointed too); the oldest is evicted "
+                                  "first.", minimum=1024, modes="learn")
     default_label: str = _opt("", "JSON label learned when a waiting event expires (empty: drop it).",
                               modes="learn")
     group_id: str = _opt("", "Consumer group; default stream-learner.<model>.<learn|serve>.",

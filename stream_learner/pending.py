@@ -1,7 +1,8 @@
 """Pending features: predicted events waiting for a label that arrives later.
 
 Bounded in time (``ttl``, in event time: deterministic under replay, unlike the wall clock)
-and in size (``max_pending``, the oldest is evicted first). It is part of the model state,
+and in size (``max_pending`` events and ``max_bytes`` of their features, as ``size_of``
+reckons them: the oldest is evicted first). It is part of the model state,
 so it is checkpointed atomically with the model and the offsets of both topics.
 
 >>> p = PendingLabels(ttl=10.0, max_pending=2)
@@ -31,12 +32,23 @@ class Waiting:
     y_pred: Any
     proba: dict[Any, float] | None
     ts: float
+    size: int = 0  # size_of(x), once kept
+
+
+MAX_BYTES = 256 * 1024 * 1024
+
+
+def size_of(x: dict[str, Any]) -> int:
+    """Roughly what ``x`` costs in memory and in a checkpoint, in bytes."""
+    return 200 + sum(100 + len(k) + (len(v) if type(v) is str else 0) for k, v in x.items())
 
 
 @dataclass
 class PendingLabels:
     ttl: float
     max_pending: int
+    max_bytes: int = MAX_BYTES
+    bytes: int = 0  # size_of the features kept
     entries: OrderedDict[str, Waiting] = field(default_factory=OrderedDict)
     # Labels that came before their event (the two topics are not ordered with each other):
     # kept until the event comes, or counted unknown after the TTL.
@@ -49,19 +61,28 @@ class PendingLabels:
 
     def add(self, event_id: str, waiting: Waiting) -> list[tuple[str, Waiting]]:
         """Keep an event until its label comes; returns what this evicted or expired."""
-        self.entries.pop(event_id, None)
+        self._drop(event_id)
+        waiting.size = size_of(waiting.x)
         self.entries[event_id] = waiting
+        self.bytes += waiting.size
         closed = self.advance(waiting.ts)
-        while len(self.entries) > self.max_pending:
+        while len(self.entries) > self.max_pending or (self.bytes > self.max_bytes and self.entries):
             old_id, old = self.entries.popitem(last=False)
+            self.bytes -= old.size
             self._close(old_id, "evicted")
             closed.append((old_id, old))
         return closed
 
+    def _drop(self, event_id: str) -> Waiting | None:
+        waiting = self.entries.pop(event_id, None)
+        if waiting is not None:
+            self.bytes -= waiting.size
+        return waiting
+
     def take(self, event_id: str, y: Any, ts: float | None) -> Waiting | None:
         """The waiting event for a label, or None: the label is late, a duplicate, or early
         (kept for its event)."""
-        waiting = self.entries.pop(event_id, None)
+        waiting = self._drop(event_id)
         if waiting is not None:
             self.counts["matched"] += 1
             _remember(self.labelled_ids, event_id, self.max_pending)
@@ -96,7 +117,7 @@ class PendingLabels:
             event_id, oldest = next(iter(self.entries.items()))
             if oldest.ts >= ts - self.ttl:
                 break
-            del self.entries[event_id]
+            self._drop(event_id)
             self._close(event_id, "expired")
             expired.append((event_id, oldest))
         while self.early and next(iter(self.early.values()))[1] < ts - self.ttl:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from consumers.learner import Learner
 from consumers.predictor import Predictor
@@ -184,3 +187,26 @@ def test_a_model_that_has_learned_is_not_stopped_by_any_run_of_model_errors(
     learner.stop()
     meta = latest_meta(settings)
     assert meta is not None and meta.learned == 20 and meta.dead_letters == {"model_error": 20}
+
+
+def test_a_spent_feature_budget_is_said_in_the_log(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = phishing()[:50]
+    stream = event_bytes([({**x, f"new-{i}": 1.0}, y) for i, (x, y) in enumerate(rows)])
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), max_features=12)
+    produce(kafka.bootstrap, settings.events_topic, stream)
+    caplog.set_level(logging.WARNING)
+    learner = InThread(Learner(settings, store_for(settings)))
+
+    def done() -> bool:
+        learner.check()
+        return checkpointed_all(settings, len(stream))
+
+    wait_for("every message to be checkpointed", done)
+    learner.stop()
+    meta = latest_meta(settings)
+    assert meta is not None and meta.features == {"known": 12, "refused": 47}
+    spent = [r.getMessage() for r in caplog.records if "feature budget is spent" in r.getMessage()]
+    assert spent and "(--max-features 12)" in spent[0]

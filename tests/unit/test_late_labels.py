@@ -82,3 +82,16 @@ def test_a_label_without_pending_support_is_refused() -> None:
     engine = Engine(ModelState.fresh(SPEC), model_name="m", mode="learn")
     with pytest.raises(InvalidEvent, match="unexpected_label"):
         engine.label(label("a", True, 0.0))
+
+
+def test_waiting_events_are_bounded_by_the_bytes_of_their_features() -> None:
+    from stream_learner.pending import Waiting, size_of
+
+    x = {f"feature-{i}": "v" * 1000 for i in range(100)}  # ~110 kB each
+    pending = PendingLabels(ttl=1e9, max_pending=100_000, max_bytes=10 * size_of(x))
+    for i in range(50):
+        pending.add(f"e-{i}", Waiting(x, True, None, float(i)))
+    assert len(pending.entries) == 10 and pending.counts["evicted"] == 40
+    assert next(iter(pending.entries)) == "e-40" and pending.bytes == 10 * size_of(x)
+    assert pending.take("e-45", True, 51.0) is not None
+    assert pending.bytes == 9 * size_of(x)
