@@ -182,7 +182,7 @@ class Learner:
             meta = point.meta
             state = pickle.loads(point.payload)  # pickled by this very process: never from outside
         else:
-            state, meta = self.load_latest()
+            state, meta = self.load_latest(logged=point is None)
         self.state, self.version = state, meta.version
         self.offsets, self.events = dict(meta.offsets), meta.events
         self.dead_letters.clear()  # self.letters counts into this very dict
@@ -194,16 +194,19 @@ class Learner:
         self.engine = Engine(state, model_name=s.model, mode="learn", version=self.version,
                              max_classes=s.max_classes)
 
-    def load_latest(self) -> tuple[ModelState, CheckpointMeta]:
+    def load_latest(self, logged: bool = True) -> tuple[ModelState, CheckpointMeta]:
+        """The store's latest checkpoint, or a fresh model; ``logged``: say which (at start, not
+        at each rewind)."""
         s = self.settings
+        level = logging.INFO if logged else logging.DEBUG
         try:
             ckpt = open_record(self.store.load(s.model), s.signing_keys(), s.allow_version_mismatch,
                                s.trusted_packages())
         except NoCheckpoint:
-            log.info("model %s: no checkpoint, starting fresh from %s", s.model, s.start_from)
+            log.log(level, "model %s: no checkpoint, starting fresh from %s", s.model, s.start_from)
             return ModelState.fresh(s.model_spec, s.task, s.rolling_window), CheckpointMeta(s.model, 0, {})
-        log.info("model %s: resumed v%d (%d learned) at %s", s.model, ckpt.meta.version,
-                 ckpt.state.learned, ckpt.meta.offsets)
+        log.log(level, "model %s: resumed v%d (%d learned) at %s", s.model, ckpt.meta.version,
+                ckpt.state.learned, ckpt.meta.offsets)
         return ckpt.state, ckpt.meta
 
     @property
@@ -328,7 +331,8 @@ class Learner:
         except InvalidEvent as exc:
             if exc.reason in REWINDS and poison is None:
                 self.poisoned[where] = exc
-                log.error("model error at %s, rewinding to v%d: %s", source, self.version, exc)
+                # Logged as its dead letter is, once per reason and then summed up.
+                log.debug("model error at %s, rewinding: %s", source, exc)
                 raise _Rewind from exc
             if poison is not None:
                 self.model_failed(poison)
