@@ -40,7 +40,7 @@ def test_least_privilege_redis_users_and_no_secrets_in_output(
                       channels=[channels[1:]], commands=["-@all", "+@read", "+@write", "+@scripting",
                                                          "+publish", "+ping"])
     admin.acl_setuser("sl-reader", enabled=True, passwords=[f"+{reader_pw}"], keys=[keys[1:]],
-                      commands=["-@all", "+get", "+hgetall", "+zrange", "+ping"])
+                      commands=["-@all", "+get", "+hmget", "+hstrlen", "+zrange", "+ping"])
     host = redis_server.url.removeprefix("redis://")
     as_learner = f"redis://sl-learner:{learner_pw}@{host}"
     as_reader = f"redis://sl-reader:{reader_pw}@{host}"
