@@ -175,6 +175,22 @@ def wait_learned(settings: Settings, learned: int, timeout: float = 60.0) -> Che
     return meta
 
 
+def learn_all(settings: Settings, count: int, timeout: float = 120.0) -> CheckpointMeta:
+    """Run a learner in a thread until a checkpoint covers ``count`` messages; then stop it."""
+    from consumers.learner import Learner
+
+    learner = InThread(Learner(settings, store_for(settings)))
+
+    def covered() -> CheckpointMeta | None:
+        learner.check()
+        meta = latest_meta(settings)
+        return meta if meta is not None and sum(meta.offsets.values()) >= count else None
+
+    meta: CheckpointMeta = wait_for(f"a checkpoint covering {count} messages", covered, timeout)
+    learner.stop()
+    return meta
+
+
 def load_checkpoint(settings: Settings, version: int = 0) -> Checkpoint:
     store = store_for(settings)
     try:

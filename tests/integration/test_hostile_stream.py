@@ -9,20 +9,16 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consumers.learner import Learner
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import InvalidEvent
 from stream_learner.events import FieldNames, Source, decode_event
 from tests.integration.helpers import (
-    InThread,
-    latest_meta,
+    learn_all,
     load_checkpoint,
     make_settings,
     phishing,
     produce,
     read_all,
-    store_for,
-    wait_for,
 )
 from tools.localstack import KafkaBroker, RedisServer
 
@@ -93,11 +89,7 @@ def test_a_hostile_stream_is_dead_lettered_and_never_poisons_the_model(
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), checkpoint_every=200)
     produce(kafka.bootstrap, settings.events_topic, [(None, m) for m in messages])
 
-    learner = InThread(Learner(settings, store_for(settings)))
-    wait_for("every message to be checkpointed",
-             lambda: (m := latest_meta(settings)) is not None and sum(m.offsets.values()) == len(messages),
-             timeout=120)
-    learner.stop()
+    learn_all(settings, len(messages))
 
     expected_state, expected_letters = oracle(messages, settings.events_topic)
     sent = [(int(m.headers["source.offset"]), m.headers["reason"].decode())

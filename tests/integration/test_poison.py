@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from consumers.learner import Learner
 from consumers.predictor import Predictor
 from tests.integration.helpers import (
     InThread,
     Message,
     event_bytes,
     latest_meta,
+    learn_all,
     make_settings,
     phishing,
     produce,
@@ -58,14 +58,7 @@ def test_invalid_messages_near_the_limit_and_tombstones_are_dead_lettered_and_pa
                              dead_letter_topic=small_dlq)
     produce(kafka.bootstrap, learning.events_topic, stream)
 
-    learner = InThread(Learner(learning, store_for(learning)))
-
-    def learned_all() -> bool:
-        learner.check()
-        return checkpointed_all(learning, len(stream))
-
-    wait_for("every message to be checkpointed", learned_all)
-    learner.stop()
+    learn_all(learning, len(stream))
     # The frozen predictor, on a dead-letter topic with Kafka's default limit.
     default_dlq = unique("dlq-default")
     create_topics(kafka.bootstrap, [default_dlq], configs={"max.message.bytes": "1048588"})
@@ -177,16 +170,8 @@ def test_a_model_that_has_learned_is_not_stopped_by_any_run_of_model_errors(
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
                              max_model_errors=5)
     produce(kafka.bootstrap, settings.events_topic, stream)
-    learner = InThread(Learner(settings, store_for(settings)))
-
-    def done() -> bool:
-        learner.check()
-        return checkpointed_all(settings, len(stream))
-
-    wait_for("every message to be checkpointed", done)
-    learner.stop()
-    meta = latest_meta(settings)
-    assert meta is not None and meta.learned == 20 and meta.dead_letters == {"model_error": 20}
+    meta = learn_all(settings, len(stream))
+    assert meta.learned == 20 and meta.dead_letters == {"model_error": 20}
 
 
 def test_a_spent_feature_budget_is_said_in_the_log(
@@ -198,15 +183,7 @@ def test_a_spent_feature_budget_is_said_in_the_log(
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), max_features=12)
     produce(kafka.bootstrap, settings.events_topic, stream)
     caplog.set_level(logging.WARNING)
-    learner = InThread(Learner(settings, store_for(settings)))
-
-    def done() -> bool:
-        learner.check()
-        return checkpointed_all(settings, len(stream))
-
-    wait_for("every message to be checkpointed", done)
-    learner.stop()
-    meta = latest_meta(settings)
-    assert meta is not None and meta.features == {"known": 12, "refused": 47}
+    meta = learn_all(settings, len(stream))
+    assert meta.features == {"known": 12, "refused": 47}
     spent = [r.getMessage() for r in caplog.records if "feature budget is spent" in r.getMessage()]
     assert spent and "(--max-features 12)" in spent[0]
