@@ -120,10 +120,10 @@ def _freeze_heap() -> None:
 def cmd_learn(settings: Settings, _args: argparse.Namespace) -> int:
     from consumers.kafka_io import stop_on_signals
     from consumers.learner import Learner
-    from stream_learner.models import build_model
+    from stream_learner.models import check_spec
 
     _require_key(settings)
-    build_model(settings.model_spec)  # a wrong spec fails before touching Kafka or Redis
+    check_spec(settings.model_spec, settings.task)  # a wrong spec fails before any I/O
     log.info("learn: settings %s", settings.redacted())
     _freeze_heap()
     Learner(settings, _store(settings)).run(stop_on_signals())

@@ -33,6 +33,10 @@ ENV_PREFIX = "STREAM_LEARNER_"
 TASKS = ("auto", "binary", "multiclass", "regression")
 START_FROM = ("earliest", "latest")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+# Numbers scaled, strings one-hot encoded, a logistic regression on both.
+DEFAULT_SPEC = ("((compose.SelectType(int, float) | preprocessing.StandardScaler()) + "
+                "(compose.SelectType(str) | preprocessing.OneHotEncoder())) | "
+                "linear_model.LogisticRegression()")
 
 
 def _opt(default: Any, help: str, *, choices: tuple[str, ...] = (), minimum: float | None = None,
@@ -86,9 +90,9 @@ class Settings:
 
     # What: the model
     model: str = _opt("default", "Model name: the store keeps its versions under this name.")
-    model_spec: str = _opt("preprocessing.StandardScaler() | linear_model.LogisticRegression()",
-                           "River expression, or package.module:factory, building a fresh model.",
-                           modes="learn")
+    model_spec: str = _opt(DEFAULT_SPEC, "River expression, or package.module:factory, building a "
+                           "fresh model (default: numbers scaled and strings one-hot encoded, for "
+                           "a logistic regression).", modes="learn")
     task: str = _opt("auto", "binary, multiclass or regression; auto infers it from the model.",
                      choices=TASKS, modes="learn")
     rolling_window: int = _opt(1000, "Window of the rolling prequential metrics, in labelled events.",

@@ -35,6 +35,8 @@ _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 # spec or a checkpoint (a path with any of these parts, as in river.bandit.datasets).
 NOT_MODELS = frozenset({"api", "checks", "compat", "conf", "datasets", "evaluate", "stream", "pandas"})
 _OPERATORS = {ast.BitOr: operator.or_, ast.Add: operator.add}
+# Types a spec may name, as in compose.SelectType(int, float).
+_TYPES: dict[str, type] = {"bool": bool, "float": float, "int": int, "str": str}
 
 
 def river_module_allowed(name: str, *, private: bool = False) -> bool:
@@ -149,6 +151,8 @@ class _Evaluator:
         """What a name or an attribute chain names: a River module, or a class or function
         defined in one, read through River's modules only."""
         if isinstance(node, ast.Name):
+            if node.id in _TYPES:
+                return _TYPES[node.id]
             if node.id not in self.modules:
                 raise self.refuse(f"{node.id!r} is not a River module")
             return self.modules[node.id]
@@ -173,6 +177,30 @@ class _Evaluator:
 
 def _name(value: Any) -> str:
     return getattr(value, "__qualname__", None) or type(value).__name__
+
+
+def check_spec(spec: str, task: str = "auto") -> base.Estimator:
+    """Build the model and try it on a first synthetic event (a number, else a string), as the
+    first events will: a spec whose arguments River accepts at construction but not in use
+    (``LogisticRegression(l2='a lot')``) is refused here, before any I/O, not on every event.
+    A ``KeyError`` says the model wants a feature of its own (``BagOfWords(on="text")``), not
+    that it is broken. Returns the fresh model that was built, untouched by the trial."""
+    model = build_model(spec)
+    trial = build_model(spec)
+    kind = infer_task(trial, task)
+    label: Any = 1.0 if kind == "regression" else True
+    failures = []
+    for x in ({"feature": 1.0}, {"feature": "a"}):
+        try:
+            trial.predict_one(x) if kind == "regression" else trial.predict_proba_one(x)
+            trial.learn_one(x, label)
+            return model
+        except KeyError:
+            return model
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+            trial = build_model(spec)
+    raise ModelSpecError(f"--model-spec: {spec!r} fails on a first event: {failures[0]}")
 
 
 def _from_factory(spec: str) -> base.Estimator:

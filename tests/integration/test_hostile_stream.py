@@ -86,7 +86,8 @@ def test_a_hostile_stream_is_dead_lettered_and_never_poisons_the_model(
         messages.append(json.dumps({"id": f"e-{i}", "x": x, "y": y}).encode())
         if i % 4 == 0:
             messages.append(hostile(rng, x))
-    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), checkpoint_every=200)
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), checkpoint_every=200,
+                             model_spec=SPEC)
     produce(kafka.bootstrap, settings.events_topic, [(None, m) for m in messages])
 
     learn_all(settings, len(messages))

@@ -29,6 +29,8 @@ from tests.integration.helpers import (
 )
 from tools.localstack import KafkaBroker, RedisServer, create_topics
 
+# Raises on a string feature: the model error these tests need (the default model one-hot encodes it).
+SPEC = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"
 NEAR_LIMIT = 1_048_400  # a record the broker's default limit (1,048,588 bytes) still takes
 
 
@@ -105,7 +107,7 @@ def test_dead_letters_are_sent_once_across_a_sigkill_and_a_restart(
             stream.append((None, json.dumps({"x": rows[i][0], "y": [True]}).encode()))
     bad = len(stream) - len(rows)
     # No checkpoint but those after the model errors until SIGKILL: the restart replays the rest.
-    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC,
                              checkpoint_every=1_000_000, checkpoint_interval=600.0)
     produce(kafka.bootstrap, settings.events_topic, stream)
 
@@ -142,7 +144,7 @@ def test_a_model_that_raises_on_every_event_stops_the_learner_in_one_line(
 ) -> None:
     rows = phishing()[:30]
     stream = [(None, json.dumps({"x": {**x, "country": "FR"}, "y": y}).encode()) for x, y in rows]
-    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC,
                              max_model_errors=5)
     produce(kafka.bootstrap, settings.events_topic, stream)
     proc = spawn("learn", settings)
@@ -167,7 +169,7 @@ def test_a_model_that_has_learned_is_not_stopped_by_any_run_of_model_errors(
     stream = [*event_bytes(rows[:10]),
               *((None, json.dumps({"x": {**x, "country": "FR"}, "y": y}).encode()) for x, y in rows[10:30]),
               *event_bytes(rows[30:], start=30)]
-    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC,
                              max_model_errors=5)
     produce(kafka.bootstrap, settings.events_topic, stream)
     meta = learn_all(settings, len(stream))

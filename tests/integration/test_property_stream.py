@@ -29,7 +29,7 @@ from tests.integration.helpers import (
     store_for,
     wait_for,
 )
-from tests.integration.test_hostile_stream import oracle
+from tests.integration.test_hostile_stream import SPEC, oracle
 from tools.localstack import KafkaBroker, RedisServer
 
 DEEP = "__deep__"
@@ -88,6 +88,7 @@ def test_any_json_in_any_field_at_a_running_learner_and_predictor(
             (kind, body), depth = hostile[i // 2]
             stream.append(encode(kind, body, depth))
     learning = make_settings(kafka, redis_server, unique, events_topic=topic("events"), checkpoint_every=50,
+                             model_spec=SPEC,
                              predictions_topic=topic("predictions"), dead_letter_topic=topic("dlq"))
     serving = replace(learning, predictions_topic=topic("served"), dead_letter_topic=topic("served-dlq"),
                       wait_for_model=30.0)

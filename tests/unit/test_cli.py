@@ -32,6 +32,10 @@ def test_every_command_has_help_for_every_option(capsys: pytest.CaptureFixture[s
     (["learn", "--checkpoint-every", "ten"], "--checkpoint-every: expected int, got 'ten'"),
     (["serve", "--start-from", "middle"], "--start-from: must be one of earliest, latest"),
     (["learn", "--model-spec", "linear_model.Nope()", "--hmac-key", "k"], "--model-spec"),
+    # River builds it, and it fails on every event: refused before Kafka or Redis (none here).
+    (["learn", "--model-spec", "linear_model.LogisticRegression(l2='a lot')", "--hmac-key", "k",
+      "--bootstrap-servers", "127.0.0.1:1", "--redis-url", "redis://127.0.0.1:1/0"],
+     "fails on a first event: TypeError"),
     (["learn"], "--hmac-key"),
     (["produce", "--dataset", "NoSuchSet"], "--dataset: 'NoSuchSet' is not a River dataset"),
     (["produce"], "one of the arguments --dataset --file is required"),

@@ -99,3 +99,31 @@ def test_every_module_reachable_from_rivers_namespace_is_refused_as_a_value_or_a
 ])
 def test_specs_people_write_still_build(spec: str) -> None:
     build_model(spec)
+
+
+def test_a_spec_river_accepts_but_that_fails_on_a_first_event_is_refused_before_any_io() -> None:
+    from stream_learner.models import check_spec
+
+    with pytest.raises(ModelSpecError, match=r"fails on a first event: TypeError"):
+        check_spec("linear_model.LogisticRegression(l2='a lot')")
+    check_spec("feature_extraction.BagOfWords(on='text') | naive_bayes.MultinomialNB()")  # wants 'text'
+    check_spec("preprocessing.StandardScaler() | linear_model.LinearRegression()")
+
+
+def test_the_default_model_learns_numbers_and_strings_as_rivers_own_pipeline_would() -> None:
+    from river import compose, datasets, linear_model, preprocessing
+
+    from stream_learner.config import DEFAULT_SPEC
+
+    ours = build_model(DEFAULT_SPEC)
+    oracle = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    for x, y in list(datasets.Phishing())[:300]:  # numbers only: the same as scaling them all
+        assert ours.predict_proba_one(x) == oracle.predict_proba_one(x)
+        ours.learn_one(x, y)
+        oracle.learn_one(x, y)
+    mixed = {"amount": 12.5, "country": "FR"}
+    ours.learn_one(mixed, True)
+    hand = ((compose.SelectType(int, float) | preprocessing.StandardScaler())
+            + (compose.SelectType(str) | preprocessing.OneHotEncoder()))
+    assert set(hand.transform_one(mixed)) == {"amount", "country_FR"}
+    assert "country_FR" in ours["LogisticRegression"].weights
