@@ -100,6 +100,9 @@ class DeadLetters:
         self.summarise()
 
     def send(self, raw: bytes | None, error: InvalidEvent, source: Source, version: int) -> None:
+        """To the topic, if there is one (a frozen predictor not told of one writes none)."""
+        if not self.topic:
+            return
         value, headers = fit(raw, headers_for(error, source, self.author, version), self.max_bytes)
         self.publisher.send(self.topic, value, headers=headers)
 

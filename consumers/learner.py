@@ -213,7 +213,7 @@ class Learner:
     def output_topics(self) -> dict[str, str]:
         """The topics the learner writes to, with their flags."""
         s = self.settings
-        return {s.predictions_topic: "--predictions-topic", s.dead_letter_topic: "--dead-letter-topic"}
+        return {s.predictions_topic: "--predictions-topic", s.dead_letters_to("learn"): "--dead-letter-topic"}
 
     def output_positions(self) -> dict[str, int]:
         """Where each partition of the predictions and dead-letter topics ends now."""
@@ -246,10 +246,10 @@ class Learner:
             self.lease, self.token = lease, lease.token
             self.restore()
             self.consumer = make_consumer(s, "learn")
-            limit = record_limit(s, s.dead_letter_topic)
+            limit = record_limit(s, s.dead_letters_to("learn"))
             self.publisher = Publisher(make_producer(s, "stream-learner-learn", limit), s)
             author = Author(s.model, "learn", self.owner)
-            self.letters = DeadLetters(self.publisher, topic=s.dead_letter_topic, author=author,
+            self.letters = DeadLetters(self.publisher, topic=s.dead_letters_to("learn"), author=author,
                                        max_bytes=limit, counts=self.dead_letters)
             try:
                 if self.version == 0:

@@ -18,6 +18,7 @@ import confluent_kafka as rdkafka
 
 from consumers.dead_letters import Author, DeadLetters
 from consumers.kafka_io import (
+    BROKER_DEFAULT_RECORD_BYTES,
     Poller,
     Publisher,
     commit,
@@ -98,10 +99,11 @@ class Predictor:
     def serve(self, stop: threading.Event, reloader: Reloader | None) -> None:
         self.consumer = make_consumer(self.settings, "serve")
         s = self.settings
-        limit = record_limit(s, s.dead_letter_topic)
+        topic = s.dead_letters_to("serve")
+        limit = record_limit(s, topic) if topic else BROKER_DEFAULT_RECORD_BYTES
         self.publisher = Publisher(make_producer(s, "stream-learner-serve", limit), s)
         author = Author(s.model, "frozen", s.instance_id or socket.gethostname())
-        self.letters = DeadLetters(self.publisher, topic=s.dead_letter_topic, author=author,
+        self.letters = DeadLetters(self.publisher, topic=topic, author=author,
                                    max_bytes=limit)
         self.consumer.subscribe([self.settings.events_topic], on_assign=self.on_assign,
                                  on_revoke=self.on_revoke)

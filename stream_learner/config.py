@@ -33,6 +33,7 @@ ENV_PREFIX = "STREAM_LEARNER_"
 TASKS = ("auto", "binary", "multiclass", "regression")
 START_FROM = ("earliest", "latest")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+DEFAULT_DEAD_LETTER_TOPIC = "events.dlq"
 # Numbers scaled, strings one-hot encoded, a logistic regression on both.
 DEFAULT_SPEC = ("((compose.SelectType(int, float) | preprocessing.StandardScaler()) + "
                 "(compose.SelectType(str) | preprocessing.OneHotEncoder())) | "
@@ -57,7 +58,9 @@ class Settings:
     events_topic: str = _opt("events", "Topic the events are read from.")
     predictions_topic: str = _opt("predictions", "Topic the predictions are published to.",
                                   modes="learn serve")
-    dead_letter_topic: str = _opt("events.dlq", "Topic that receives rejected events with the reason.",
+    dead_letter_topic: str = _opt("", "Topic that receives rejected events with the reason (empty: "
+                                  f"{DEFAULT_DEAD_LETTER_TOPIC} for learn; a frozen predictor then "
+                                  "counts and logs them, and writes none).",
                                   modes="learn serve")
     labels_topic: str = _opt("", "Topic of late labels {id, y} for events predicted earlier (empty: none).",
                              modes="learn produce")
@@ -184,6 +187,11 @@ class Settings:
         return Limits(max_bytes=self.max_event_bytes, max_abs=self.max_abs_value,
                       max_features=self.max_event_features, max_string_chars=self.max_string_chars,
                       max_ts_ahead=self.max_ts_ahead)
+
+    def dead_letters_to(self, mode: str) -> str:
+        """Where ``mode`` (learn or serve) sends dead letters: nowhere ("") for a predictor not
+        told, so that the learner and every predictor do not each write the same ones."""
+        return self.dead_letter_topic or (DEFAULT_DEAD_LETTER_TOPIC if mode == "learn" else "")
 
     def signing_keys(self) -> dict[str, bytes]:
         return {self.hmac_key_id: self.hmac_key.encode()}

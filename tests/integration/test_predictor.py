@@ -14,6 +14,7 @@ from tests.integration.helpers import (
     InThread,
     event_bytes,
     latest_meta,
+    learn_all,
     make_settings,
     phishing,
     produce,
@@ -128,3 +129,26 @@ def test_serve_without_a_checkpoint_waits_then_fails_clearly(
     assert proc.returncode == 1
     assert "waiting up to 1 s for a checkpoint" in out
     assert f"NoCheckpoint: model {settings.model}: no checkpoint" in out and "Traceback" not in out
+
+
+def test_a_predictor_not_told_of_a_dead_letter_topic_counts_and_logs_and_writes_none(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    rows = phishing()[:100]
+    learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"))
+    produce(kafka.bootstrap, learn.events_topic, event_bytes(rows))
+    learn_all(learn, len(rows))
+    serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"),
+                    dead_letter_topic="")
+    bad = [(None, b"not json"), (None, b'{"x": {"a": NaN}}'), (None, b'{"y": true}')]
+    produce(kafka.bootstrap, serve.events_topic, [*event_bytes(rows[:20]), *bad])
+    predictor = Predictor(serve, store_for(serve))
+    serving = InThread(predictor)
+    assert len(read_topic(kafka.bootstrap, serve.predictions_topic, 20)) == 20
+    wait_for("the three rejections", lambda: predictor.letters is not None
+             and sum(predictor.letters.counts.values()) == 3)
+    serving.stop()
+    assert predictor.letters is not None
+    assert predictor.letters.counts == {"invalid_json": 1, "non_finite": 1, "missing_x": 1}
+    assert predictor.publisher is not None and predictor.publisher.sent == 20  # predictions only

@@ -61,3 +61,10 @@ def test_settings_are_immutable() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
         s.model = "other"  # type: ignore[misc]
+
+
+def test_a_predictor_writes_dead_letters_only_where_it_is_told() -> None:
+    assert Settings().dead_letters_to("learn") == "events.dlq"
+    assert Settings().dead_letters_to("serve") == ""
+    told = Settings(dead_letter_topic="served.dlq")
+    assert told.dead_letters_to("serve") == told.dead_letters_to("learn") == "served.dlq"
