@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import pickle
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from consumers.background_checkpoint import (
     PickledCheckpoint,
 )
 from consumers.dead_letters import Author, DeadLetters
+from consumers.instance import InstanceSlot
 from consumers.kafka_io import (
     Poller,
     Publisher,
@@ -135,7 +135,7 @@ class Learner:
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self.settings = settings
         self.store = store
-        self.owner = settings.instance_id or socket.gethostname()
+        self.owner = settings.instance_id  # the instance id, once its slot is taken (InstanceSlot)
         self.fields = settings.event_fields()
         self.limits = settings.event_limits()
         self.offsets: dict[str, int] = {}  # tp_key -> next offset, consistent with self.state
@@ -239,6 +239,11 @@ class Learner:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
+        with InstanceSlot(self.settings) as slot:
+            self.owner = slot.id
+            self.run_as_writer(stop)
+
+    def run_as_writer(self, stop: threading.Event) -> None:
         s = self.settings
         with WriterLease(self.store, s.model, ttl=s.lease_ttl, owner=self.owner) as lease:
             if not lease.wait_for(stop):

@@ -142,9 +142,9 @@ class Settings:
                                         modes="learn")
     lease_ttl: float = _opt(10.0, "Seconds a learner's writer lease lasts unless renewed; a standby "
                             "learner takes over once it expires.", minimum=0.5, modes="learn")
-    instance_id: str = _opt("", "Name of this learner instance (default: the host name). A restarted "
-                            "instance takes its own lease back at once; other instances wait for it to "
-                            "expire.", modes="learn")
+    instance_id: str = _opt("", "Name of this learner instance (default: the host name, and a slot "
+                            "per learner on the host). A restarted instance takes its own lease back "
+                            "at once; other instances wait for it to expire.", modes="learn")
     session_timeout: float = _opt(10.0, "Kafka consumer group session timeout, seconds (the broker "
                                   "allows 6 to 300 by default).", minimum=1.0, modes="learn serve")
     keep_versions: int = _opt(5, "How many checkpoint versions the store keeps.", minimum=1,

@@ -131,3 +131,33 @@ def test_a_standby_learner_takes_over_when_the_leader_dies(
     assert meta.learned_digest == digest([f"e-{i}" for i in range(len(rows))])
     assert standby.stop() == 0
     print(json.dumps({"standby_takeover_seconds": round(takeover, 2)}))
+
+
+def test_two_learners_on_one_host_are_two_instances_and_a_restart_takes_its_lease_back_at_once(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    rows = phishing()
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), lease_ttl=60.0,
+                             checkpoint_interval=0.2)
+    assert settings.instance_id == ""  # the default: the host name, and a slot on the host
+    produce(kafka.bootstrap, settings.events_topic, event_bytes(rows[:600]))
+    first = Learn(settings, tmp_path / "1.log")
+    wait_learned(settings, 600)
+    second = Learn(settings, tmp_path / "2.log")
+    wait_for("the second learner to wait as a standby", lambda: second.says("standby"), 30)
+    assert first.says("took the writer lease") and not second.says("took the writer lease")
+    assert first.proc.poll() is None, "the second learner must not fence the first"
+
+    first.proc.kill()
+    first.proc.wait(10)
+    restarted = Learn(settings, tmp_path / "3.log")
+    killed_at = time.monotonic()
+    wait_for("the restart to take its lease back", lambda: restarted.says("took the writer lease"), 30)
+    assert time.monotonic() - killed_at < settings.lease_ttl / 2, "it waited for the lease to expire"
+    assert second.says("standby") and not second.says("took the writer lease")
+    produce(kafka.bootstrap, settings.events_topic, event_bytes(rows[600:], start=600))
+    meta = wait_learned(settings, len(rows))
+    assert meta.learned_digest == digest([f"e-{i}" for i in range(len(rows))])
+    assert restarted.stop() == 0
+    assert second.stop() == 0
