@@ -70,6 +70,7 @@ from stream_learner.errors import (
     StoreUnavailable,
 )
 from stream_learner.events import Source, check_label, decode_event, decode_label
+from stream_learner.models import same_spec
 from stream_learner.pending import PendingLabels
 from stream_learner.store import ModelStore
 
@@ -205,6 +206,11 @@ class Learner:
         except NoCheckpoint:
             log.log(level, "model %s: no checkpoint, starting fresh from %s", s.model, s.start_from)
             return ModelState.fresh(s.model_spec, s.task, s.rolling_window), CheckpointMeta(s.model, 0, {})
+        if not same_spec(ckpt.state.spec, s.model_spec):
+            raise ConfigError(
+                f"--model-spec: model {s.model} was trained with {ckpt.state.spec!r}, not "
+                f"{s.model_spec!r}. Start the new spec under a new --model name, or delete the "
+                f"model's checkpoints: stream-learner models reset --model {s.model} --yes")
         log.log(level, "model %s: resumed v%d (%d learned) at %s", s.model, ckpt.meta.version,
                 ckpt.state.learned, ckpt.meta.offsets)
         return ckpt.state, ckpt.meta

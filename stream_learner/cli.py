@@ -28,7 +28,7 @@ COMMANDS = {
     "learn": "Consume events, predict, publish, learn, checkpoint (one learner per model).",
     "serve": "Frozen predictor: load a checkpoint, predict and publish, hot-reload new versions.",
     "produce": "Replay a bundled River dataset or a JSONL file into the events topic.",
-    "models": "List or show the checkpoint versions kept in the store.",
+    "models": "List the models in the store, list or show a model's versions, or reset a model.",
 }
 
 
@@ -71,8 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="Send each label to --labels-topic D events after its event (which goes "
                                 "without it), as river.stream.simulate_qa(delay=D) orders them.")
         if command == "models":
-            p.add_argument("action", choices=["list", "show"], help="list versions, or show one")
+            p.add_argument("action", choices=["list", "show", "reset"],
+                           help="list the models (or, with --model, its versions), show a version, "
+                                "or reset a model: delete all its versions")
             p.add_argument("version", nargs="?", type=int, default=0, help="Version (default latest).")
+            p.add_argument("--yes", action="store_true", help="Confirm a reset.")
     return parser
 
 
@@ -253,10 +256,17 @@ def _file_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     store = _store(settings)
+    if args.action == "reset":
+        return _reset(store, settings.model, args.yes)
+    if args.action == "list" and not _model_given(settings, args):
+        return _list_models(store)
     versions = store.versions(settings.model)
     if not versions:
         print(f"model {settings.model}: no checkpoints in the store")
         return 1
+    if args.action == "show" and args.version and args.version not in versions:
+        raise StreamLearnerError(f"model {settings.model} has no version {args.version}; the store keeps "
+                                 + ", ".join(f"v{v}" for v in versions))
     shown = versions if args.action == "list" else [args.version or versions[-1]]
     for version in shown:
         try:
@@ -265,6 +275,37 @@ def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
             if args.action != "list":
                 raise StreamLearnerError(f"v{version}: {exc}") from None
             print(f"v{version}  unreadable: {exc}")  # the others are still worth listing
+    return 0
+
+
+def _model_given(settings: Settings, args: argparse.Namespace) -> bool:
+    return (args.model is not None or env_var("model") in os.environ
+            or settings.model != Settings().model)
+
+
+def _list_models(store: Any) -> int:
+    """A line per model in the store: its latest version, the version's age and learned count."""
+    from stream_learner.checkpoint import read_meta
+
+    names = store.models()
+    if not names:
+        print("no models in the store")
+        return 1
+    now = time.time()
+    for name in names:
+        try:
+            meta = read_meta(store.load(name))
+            print(f"{name}  v{meta.version}  age {now - meta.created_at:.1f}s  learned {meta.learned}")
+        except StreamLearnerError as exc:
+            print(f"{name}  unreadable: {exc}")
+    return 0
+
+
+def _reset(store: Any, model: str, confirmed: bool) -> int:
+    if not confirmed:
+        raise ConfigError(f"models reset deletes every version of model {model}: add --yes to confirm")
+    deleted = store.reset(model)
+    print(f"model {model}: deleted {deleted} versions; the next learner starts it afresh")
     return 0
 
 

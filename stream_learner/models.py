@@ -179,6 +179,14 @@ def _name(value: Any) -> str:
     return getattr(value, "__qualname__", None) or type(value).__name__
 
 
+def same_spec(a: str, b: str) -> bool:
+    """Whether two specs say the same, whatever their spacing."""
+    try:
+        return ast.dump(ast.parse(a.strip(), mode="eval")) == ast.dump(ast.parse(b.strip(), mode="eval"))
+    except (SyntaxError, ValueError):
+        return a.strip() == b.strip()
+
+
 def check_spec(spec: str, task: str = "auto") -> base.Estimator:
     """Build the model and try it on a first synthetic event (a number, else a string), as the
     first events will: a spec whose arguments River accepts at construction but not in use

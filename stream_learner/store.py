@@ -72,6 +72,13 @@ class ModelStore(Protocol):
     def versions(self, model: str) -> list[int]:
         """The versions kept, oldest first."""
 
+    def models(self) -> list[str]:
+        """The models that have a checkpoint, by name."""
+
+    def reset(self, model: str) -> int:
+        """Delete every version of ``model`` (its fence stays: tokens only ever grow); the
+        number deleted. ``CheckpointError`` while a learner holds its lease."""
+
 
 def _fenced(model: str, token: int, current: int) -> FencedError:
     return FencedError(
@@ -80,6 +87,10 @@ def _fenced(model: str, token: int, current: int) -> FencedError:
 
 def _out_of_order(model: str, version: int, latest: int) -> OutOfOrder:
     return OutOfOrder(f"model {model}: version {version} does not follow the latest {latest}")
+
+
+def _held(model: str, holder: str) -> CheckpointError:
+    return CheckpointError(f"model {model}: learner {holder!r} holds the writer lease; stop it first")
 
 
 def _damaged(key: str) -> CheckpointError:
@@ -156,6 +167,15 @@ class MemoryStore:
     def versions(self, model: str) -> list[int]:
         return sorted(self.records.get(model, {}))
 
+    def models(self) -> list[str]:
+        return sorted(m for m, kept in self.records.items() if kept)
+
+    def reset(self, model: str) -> int:
+        holder = self._holder(model)
+        if holder is not None:
+            raise _held(model, holder)
+        return len(self.records.pop(model, {}))
+
 
 # KEYS: fence, lease. ARGV: ttl ms, owner. The new token, or false when another owner holds it.
 _ACQUIRE = """
@@ -174,6 +194,17 @@ if not fence then return false end
 if fence ~= tonumber(ARGV[1]) then return fence end
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return fence
+"""
+
+# KEYS: lease, versions, latest. ARGV: the version key prefix. {'held', holder} while a learner
+# holds the lease, else {'ok', the number of versions deleted}.
+_RESET = """
+local holder = redis.call('GET', KEYS[1])
+if holder then return {'held', holder} end
+local versions = redis.call('ZRANGE', KEYS[2], 0, -1)
+for _, v in ipairs(versions) do redis.call('DEL', ARGV[1] .. v) end
+redis.call('DEL', KEYS[2], KEYS[3])
+return {'ok', #versions}
 """
 
 # KEYS: fence, lease. ARGV: token, owner.
@@ -240,7 +271,7 @@ class RedisStore:
             except ValueError as exc:
                 raise StoreUnavailable(f"--redis-url: {exc}") from None
             for name, source in (("acquire", _ACQUIRE), ("renew", _RENEW), ("release", _RELEASE),
-                                 ("save", _SAVE)):
+                                 ("save", _SAVE), ("reset", _RESET)):
                 self._scripts[name] = self._client.register_script(source)
         return self._client
 
@@ -335,6 +366,18 @@ class RedisStore:
         key = self.key(model, "versions")
         found = self._call("listing versions", self.client.zrange, key, 0, -1)
         return sorted(_number(v, key) for v in found)
+
+    def models(self) -> list[str]:
+        head = f"{{{self._prefix}:"
+        keys = self._call("listing models", lambda: list(self.client.scan_iter(f"{head}*}}:latest", 1000)))
+        return sorted(k.decode(errors="replace")[len(head):-len("}:latest")] for k in keys)
+
+    def reset(self, model: str) -> int:
+        keys = [self.key(model, s) for s in ("lease", "versions", "latest")]
+        status, value = self._script("reset", f"resetting model {model}", keys, [self.key(model, "v:")])
+        if status == b"held":
+            raise _held(model, value.decode(errors="replace"))
+        return int(value)
 
     def close(self) -> None:
         if self._client is not None:

@@ -44,11 +44,12 @@ def make_settings(kafka: KafkaBroker, redis_server: RedisServer, unique: Callabl
     return replace(base, **overrides)
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as STREAM_LEARNER_* variables, for a subprocess."""
+def settings_env(settings: Settings, omit: tuple[str, ...] = ()) -> dict[str, str]:
+    """The settings as STREAM_LEARNER_* variables, for a subprocess (but those in ``omit``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
     for name, value in vars(settings).items():
-        env[env_var(name)] = str(value)
+        if name not in omit:
+            env[env_var(name)] = str(value)
     return env
 
 
@@ -143,11 +144,11 @@ class InThread:
             raise self.error
 
 
-def spawn(command: str, settings: Settings, *extra: str) -> subprocess.Popen[str]:
+def spawn(command: str, settings: Settings, *extra: str, omit: tuple[str, ...] = ()) -> subprocess.Popen[str]:
     """``stream-learner <command>`` as a real process, configured through its environment."""
     return subprocess.Popen(
         [sys.executable, "-m", "stream_learner.cli", command, *extra],
-        env=settings_env(settings), cwd=ROOT, text=True,
+        env=settings_env(settings, omit), cwd=ROOT, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
     )
 

@@ -10,6 +10,7 @@ import re
 import signal
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -325,3 +326,48 @@ def test_a_model_is_pickled_in_the_loop_if_it_pickles_within_the_limit_and_forke
     for x, y in rows:
         oracle.learn_one(x, y)
     same_model(load_checkpoint(settings).state.model, oracle, rows)
+
+
+def test_a_changed_spec_is_refused_and_models_reset_starts_the_model_afresh(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str],
+) -> None:
+    rows = phishing()[:200]
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC)
+    produce(kafka.bootstrap, settings.events_topic, event_bytes(rows))
+    first = spawn("learn", settings)
+    wait_learned(settings, len(rows))
+
+    def cli(command: str, *args: str, **overrides: Any) -> tuple[int, str]:
+        proc = spawn(command, replace(settings, **overrides), *args)
+        out, _ = proc.communicate(timeout=120)
+        return proc.returncode, out
+
+    code, out = cli("models", "reset")
+    assert code == 2 and "add --yes" in out
+    code, out = cli("models", "reset", "--yes")
+    assert code == 1 and "holds the writer lease; stop it first" in out and "Traceback" not in out
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=60)
+
+    other = "tree.HoeffdingTreeClassifier()"
+    code, out = cli("learn", model_spec=other)
+    last = out.strip().splitlines()[-1]
+    assert code == 2, out
+    assert SPEC in last and other in last and "--model" in last and "models reset --model" in last
+
+    listing = spawn("models", settings, "list", omit=("model",))
+    out, _ = listing.communicate(timeout=60)
+    assert listing.returncode == 0 and out.startswith(f"{settings.model}  v"), out
+    code, out = cli("models", "show", "999")
+    assert code == 1 and "has no version 999; the store keeps v" in out
+
+    code, out = cli("models", "reset", "--yes")
+    assert code == 0 and "deleted" in out, out
+    fresh = spawn("learn", replace(settings, model_spec=other))
+    try:
+        meta = wait_learned(settings, len(rows))
+    finally:
+        fresh.send_signal(signal.SIGTERM)
+        fresh.communicate(timeout=60)
+    assert meta.spec == other and meta.version >= 1
