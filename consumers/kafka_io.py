@@ -13,11 +13,13 @@ from typing import Any
 import confluent_kafka as rdkafka
 import confluent_kafka.admin as rdkafka_admin
 
+from consumers.kafka_log import KafkaLog
 from stream_learner.config import Settings
 from stream_learner.errors import PublishError, StreamLearnerError
 from stream_learner.events import Source
 
 log = logging.getLogger("stream_learner")
+KAFKA_LOG = KafkaLog(logging.getLogger("stream_learner.kafka"))
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -96,7 +98,7 @@ def _consumer(settings: Settings, config: dict[str, Any]) -> rdkafka.Consumer:
             "bootstrap.servers": settings.bootstrap_servers,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "logger": log,
+            "logger": KAFKA_LOG,
             **config,
             **security_options(settings),
         })
@@ -124,7 +126,7 @@ def poll(consumer: rdkafka.Consumer, max_records: int, timeout: float,
     for _, error in failed:
         if error.fatal():
             raise StreamLearnerError(f"Kafka consumer: {error.str()}")
-        log.warning("Kafka consumer: %s", error.str())
+        KAFKA_LOG.log(logging.WARNING, "%s %s", "consumer", error.str())
     if failed:
         dropped = {id(m) for m, _ in failed}
         messages = [m for m in messages if id(m) not in dropped]
@@ -190,7 +192,7 @@ def make_producer(settings: Settings, client_id: str = "stream-learner",
             "message.timeout.ms": DELIVERY_TIMEOUT_MS,
             "queue.buffering.max.messages": QUEUED_MESSAGES,
             "partitioner": "murmur2_random",  # a key's partition as Java and kafka-python compute it
-            "logger": log,
+            "logger": KAFKA_LOG,
             **security_options(settings),
         })
     except rdkafka.KafkaException as exc:
@@ -201,7 +203,7 @@ def record_limit(settings: Settings, topic: str) -> int:
     """The largest record batch ``topic`` accepts: its ``max.message.bytes``, or the broker's
     ``message.max.bytes`` while the topic does not exist (it is created with the broker's
     default), or Kafka's default when neither can be read (no DescribeConfigs permission)."""
-    options: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, "logger": log,
+    options: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, "logger": KAFKA_LOG,
                                **security_options(settings)}
     admin = rdkafka_admin.AdminClient(options)
     kinds: Any = rdkafka_admin  # its ConfigResource and ResourceType are not typed as exported
@@ -223,14 +225,18 @@ def record_limit(settings: Settings, topic: str) -> int:
         return BROKER_DEFAULT_RECORD_BYTES
 
 
-def require_broker(producer: rdkafka.Producer, settings: Settings) -> None:
-    """``StreamLearnerError`` naming the flag unless a broker answers within ``BROKER_WAIT_S``:
-    librdkafka would otherwise keep the messages and retry for ``DELIVERY_TIMEOUT_MS``."""
+def require_broker(settings: Settings) -> None:
+    """``StreamLearnerError`` naming the flag unless a broker answers within
+    ``--connect-timeout``: at start, librdkafka would otherwise retry for ever (and keep
+    messages for ``DELIVERY_TIMEOUT_MS``). Once running, a broker that goes away is waited for."""
+    options: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers, "logger": KAFKA_LOG,
+                               **security_options(settings)}
+    admin = rdkafka_admin.AdminClient(options)
     try:
-        producer.list_topics(timeout=BROKER_WAIT_S)
+        admin.list_topics(timeout=settings.connect_timeout)
     except rdkafka.KafkaException as exc:
         raise StreamLearnerError(f"--bootstrap-servers {settings.bootstrap_servers}: no broker answered "
-                                 f"in {BROKER_WAIT_S:g} s ({exc.args[0].str()})") from None
+                                 f"in {settings.connect_timeout:g} s ({exc.args[0].str()})") from None
 
 
 def produce(producer: rdkafka.Producer, topic: str, value: bytes | None, key: bytes | None,
@@ -343,7 +349,7 @@ def commit(consumer: rdkafka.Consumer, offsets: dict[tuple[str, int], int], *, w
     try:
         answered = consumer.commit(offsets=payload, asynchronous=False)
     except rdkafka.KafkaException as exc:
-        log.warning("offset commit failed: %s", exc.args[0].str())
+        KAFKA_LOG.log(logging.WARNING, "%s %s", "commit", f"offset commit failed: {exc.args[0].str()}")
         return
     _log_commit_failure(None, answered)
 
@@ -351,7 +357,8 @@ def commit(consumer: rdkafka.Consumer, offsets: dict[tuple[str, int], int], *, w
 def _log_commit_failure(error: rdkafka.KafkaError | None, partitions: list[rdkafka.TopicPartition]) -> None:
     failed = [f"{tp.topic}/{tp.partition}: {tp.error.str()}" for tp in partitions if tp.error]
     if error is not None or failed:
-        log.warning("offset commit failed: %s", error.str() if error is not None else "; ".join(failed))
+        why = error.str() if error is not None else "; ".join(failed)
+        KAFKA_LOG.log(logging.WARNING, "%s %s", "commit", f"offset commit failed: {why}")
 
 
 def stop_on_signals() -> threading.Event:

@@ -121,24 +121,26 @@ def _freeze_heap() -> None:
 
 
 def cmd_learn(settings: Settings, _args: argparse.Namespace) -> int:
-    from consumers.kafka_io import stop_on_signals
+    from consumers.kafka_io import require_broker, stop_on_signals
     from consumers.learner import Learner
     from stream_learner.models import check_spec
 
     _require_key(settings)
     check_spec(settings.model_spec, settings.task)  # a wrong spec fails before any I/O
     log.info("learn: settings %s", settings.redacted())
+    require_broker(settings)
     _freeze_heap()
     Learner(settings, _store(settings)).run(stop_on_signals())
     return 0
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
-    from consumers.kafka_io import stop_on_signals
+    from consumers.kafka_io import require_broker, stop_on_signals
     from consumers.predictor import Predictor
 
     _require_key(settings)
     log.info("serve: settings %s", settings.redacted())
+    require_broker(settings)
     _freeze_heap()
     Predictor(settings, _store(settings)).run(stop_on_signals())
     return 0
@@ -154,8 +156,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     if args.label_delay is not None and (args.label_delay < 0 or not settings.labels_topic):
         raise ConfigError("--label-delay: needs --labels-topic and a delay of at least 0 events")
     messages = schedule(settings, list(iter_events(settings, args)), args.label_delay)  # fails before I/O
+    require_broker(settings)
     producer = make_producer(settings, "stream-learner-produce")
-    require_broker(producer, settings)
     failures: list[str] = []
 
     def delivered(error: Any, _message: Any) -> None:

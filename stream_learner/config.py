@@ -75,6 +75,9 @@ class Settings:
                               modes="learn")
     group_id: str = _opt("", "Consumer group; default stream-learner.<model>.<learn|serve>.",
                          modes="learn serve")
+    connect_timeout: float = _opt(15.0, "Seconds to wait at start for a first answer from the Kafka "
+                                  "brokers before giving up (once running, they are waited for).",
+                                  minimum=0.1, modes="learn serve produce")
     start_from: str = _opt("earliest", "Where to start when no checkpoint or commit exists.",
                            choices=START_FROM, modes="learn serve")
     security_protocol: str = _opt("PLAINTEXT", "Kafka security protocol.", choices=SECURITY_PROTOCOLS)

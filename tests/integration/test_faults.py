@@ -82,6 +82,7 @@ def test_redis_outage_learning_goes_on_and_checkpoints_resume(
 
 def test_broker_sigkill_under_a_learner_and_a_predictor(
     redis_server: RedisServer, unique: Callable[[str], str], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     broker = KafkaBroker(tmp_path / "kafka")
     broker.start()
@@ -101,7 +102,13 @@ def test_broker_sigkill_under_a_learner_and_a_predictor(
         produce(broker.bootstrap, serve.events_topic, messages[:500])
         read_topic(broker.bootstrap, serve.predictions_topic, 500)
 
+        caplog.set_level(logging.INFO)
         broker.kill()
+        killed = time.monotonic()
+        # Five seconds without a broker: the clients retry, and say so once, not per attempt.
+        wait_for("five seconds of outage", lambda: time.monotonic() - killed > 5, timeout=10)
+        down = [r for r in caplog.records if r.name.startswith("stream_learner.kafka")]
+        assert 0 < len(down) < 30, [r.getMessage() for r in down]
         broker.start()
         produce(broker.bootstrap, learn.events_topic, messages[500:])
         produce(broker.bootstrap, serve.events_topic, messages[500:])
