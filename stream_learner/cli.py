@@ -206,7 +206,7 @@ def schedule(settings: Settings, events: list[tuple[str, dict[str, Any]]], delay
 
 def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
     """(key, document) for each event to produce, validated before anything is sent."""
-    rows = list(_dataset_rows(args.dataset) if args.dataset else _file_rows(args.file))
+    rows = list(_dataset_rows(args.dataset) if args.dataset else _file_rows(args.file, settings))
     name = args.dataset or args.file.stem
     produced = 0
     for rep in range(args.repeat):
@@ -239,21 +239,61 @@ def _dataset_rows(name: str) -> Iterator[dict[str, Any]]:
         yield {"x": x, "y": y}
 
 
-def _file_rows(path: Path) -> Iterator[dict[str, Any]]:
+SHOWN_LINES = 20  # malformed lines named before the rest are only counted
+
+
+def _file_rows(path: Path, settings: Settings) -> list[dict[str, Any]]:
+    """The file's events. Every malformed line is named (the first ``SHOWN_LINES``), and then
+    nothing is sent; an event the service will dead-letter is warned of, and sent all the same."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--file {path}: cannot read it: {exc}") from None
+    rows, malformed, refused = [], [], []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             doc = json.loads(line)
         except ValueError as exc:
-            raise ConfigError(f"--file {path}: line {n} is not JSON: {exc}") from None
+            malformed.append(f"line {n} is not JSON: {exc}")
+            continue
         if not isinstance(doc, dict):
-            raise ConfigError(f"--file {path}: line {n} is not a JSON object")
-        yield doc
+            malformed.append(f"line {n} is not a JSON object")
+            continue
+        reason = _refusal(line.encode(), settings)
+        if reason:
+            refused.append(f"line {n}: the service will dead-letter it ({reason})")
+        rows.append(doc)
+    _report(path, malformed, "malformed lines")
+    _report(path, refused, "events the service will dead-letter (sent all the same)")
+    if malformed:
+        raise ConfigError(f"--file {path}: {len(malformed)} malformed lines: nothing was sent")
+    return rows
+
+
+def _refusal(raw: bytes, settings: Settings) -> str:
+    """Why the service's decoder refuses this event, whatever the model's task ("" if it
+    does not): the label is left to the learner, which knows the task."""
+    from stream_learner.errors import InvalidEvent
+    from stream_learner.events import Source, decode_event
+
+    fields = settings.event_fields()
+    try:
+        doc = json.loads(raw)
+        doc.pop(fields.y, None)
+        decode_event(json.dumps(doc, allow_nan=True).encode(), Source(settings.events_topic, 0, 0),
+                     fields, "binary", settings.event_limits())
+    except InvalidEvent as exc:
+        return str(exc)
+    return ""
+
+
+def _report(path: Path, problems: list[str], what: str) -> None:
+    for problem in problems[:SHOWN_LINES]:
+        print(f"--file {path}: {problem}", file=sys.stderr)
+    if len(problems) > SHOWN_LINES:
+        print(f"--file {path}: ... {len(problems) - SHOWN_LINES} more {what}", file=sys.stderr)
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:

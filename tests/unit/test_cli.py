@@ -95,8 +95,24 @@ def test_produce_reads_datasets_and_files(tmp_path: Path) -> None:
     assert keys == ["events-0", "mine", "events-0-r1", "mine"]
 
     file.write_text("{not json\n")
-    with pytest.raises(Exception, match="line 1 is not JSON"):
+    with pytest.raises(Exception, match="1 malformed lines: nothing was sent"):
         list(iter_events(load_settings(args), args))
+
+
+def test_produce_names_every_malformed_line_and_warns_of_what_will_be_dead_lettered(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "events.jsonl"
+    good = '{"x": {"a": 1}, "y": true}'
+    file.write_text("\n".join([good, "{not json", "[1, 2]", '{"x": {"a": NaN}}', good,
+                               '{"x": {"a": 1e300}, "y": false}', *["nope"] * 30]) + "\n")
+    code, out = run(capsys, "produce", "--file", str(file), "--bootstrap-servers", "127.0.0.1:1")
+    assert code == 2
+    lines = out.strip().splitlines()
+    assert f"--file {file}: line 2 is not JSON" in lines[0] and "line 3 is not a JSON object" in lines[1]
+    assert any("line 4: the service will dead-letter it (non_finite" in line for line in lines)
+    assert any("line 6: the service will dead-letter it (out_of_range" in line for line in lines)
+    assert f"--file {file}: ... 12 more malformed lines" in out
+    assert lines[-1] == f"stream-learner produce: --file {file}: 32 malformed lines: nothing was sent"
 
 
 def test_label_delay_follows_simulate_qa() -> None:
