@@ -215,10 +215,11 @@ def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatc
     unpickler``), and those of the ``packages`` of a ``package.module:factory`` spec that this
     process's configuration trusts."""
     meta = verify_record(record, keys, allow_version_mismatch)
+    package = spec_package(meta.spec)
     try:
-        state: Any = unpickler.load(record.payload, trusted_package(meta.spec, packages))
-    except IntegrityError as exc:
-        raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: {exc}") from None
+        state: Any = unpickler.load(record.payload, package, package in packages)
+    except CheckpointError as exc:  # refused (IntegrityError), or a module that is not there
+        raise type(exc)(f"checkpoint {meta.model} v{meta.version}: {exc}") from None
     except Exception as exc:
         raise IntegrityError(f"checkpoint {meta.model} v{meta.version}: payload does not unpickle: "
                              f"{type(exc).__name__}: {exc}") from None
@@ -227,10 +228,9 @@ def open_record(record: Record, keys: Mapping[str, bytes], allow_version_mismatc
     return Checkpoint(meta, state)
 
 
-def trusted_package(spec: str, packages: frozenset[str]) -> str:
-    """The package of a ``package.module:factory`` spec, if it is one of the trusted ``packages``."""
-    package = spec.split(":")[0].split(".")[0] if ":" in spec else ""
-    return package if package in packages else ""
+def spec_package(spec: str) -> str:
+    """The package of a ``package.module:factory`` spec ("" for a River expression)."""
+    return spec.split(":")[0].split(".")[0] if ":" in spec else ""
 
 
 def _minor(version: str) -> str:

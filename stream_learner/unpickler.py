@@ -25,7 +25,7 @@ import pickle
 import types
 from typing import Any
 
-from stream_learner.errors import IntegrityError
+from stream_learner.errors import CheckpointError, IntegrityError
 from stream_learner.models import river_module_allowed
 
 _ALLOWED = {
@@ -47,9 +47,12 @@ _OURS = {
 _FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
 
 
-def load(payload: bytes, factory_package: str = "") -> Any:
-    """Unpickle ``payload`` with the allow-list; ``IntegrityError`` names what it refused."""
-    return _Unpickler(io.BytesIO(payload), factory_package).load()
+def load(payload: bytes, factory_package: str = "", trusted: bool = False) -> Any:
+    """Unpickle ``payload`` with the allow-list; ``IntegrityError`` names what it refused.
+    ``factory_package``: the package of the record's ``package.module:factory`` spec, whose
+    classes are allowed if this process ``trusted`` it (``CheckpointError`` if it cannot import
+    them)."""
+    return _Unpickler(io.BytesIO(payload), factory_package, trusted).load()
 
 
 def _defined_in(value: Any, allowed: Any) -> bool:
@@ -73,9 +76,10 @@ def river_getattr(obj: Any, name: str) -> Any:
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, factory_package: str) -> None:
+    def __init__(self, file: io.BytesIO, factory_package: str, trusted: bool) -> None:
         super().__init__(file)
         self.factory_package = factory_package
+        self.trusted = trusted
 
     def find_class(self, module: str, name: str) -> Any:
         top = module.split(".")[0]
@@ -89,7 +93,17 @@ class _Unpickler(pickle.Unpickler):
             return value
         package = self.factory_package
         if package and top == package:
-            value = super().find_class(module, name)
+            if not self.trusted:
+                raise IntegrityError(
+                    f"the model holds {module}.{name}, of its spec's own package {package!r}, which "
+                    f"this process does not trust: give it --model-packages {package}")
+            try:
+                value = super().find_class(module, name)
+            except ImportError as exc:
+                raise CheckpointError(
+                    f"the model needs {module}.{name}, and this process cannot import it ({exc}): "
+                    "install its package, or put its directory on PYTHONPATH, wherever the model "
+                    "is learned or served") from None
             if _defined_in(value, lambda m: m.split(".")[0] == package):
                 return value
         raise IntegrityError(f"forbidden class {module}.{name} in the pickle: refusing it")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pickle
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from consumers.learner import Learner
 from consumers.predictor import Predictor
@@ -19,12 +22,13 @@ from tests.integration.helpers import (
     phishing,
     produce,
     read_topic,
+    settings_env,
     spawn,
     store_for,
     wait_for,
     wait_learned,
 )
-from tools.localstack import KafkaBroker, RedisServer
+from tools.localstack import ROOT, KafkaBroker, RedisServer
 
 
 def test_frozen_model_never_changes_and_hot_reloads_without_loss_or_duplicates(
@@ -152,3 +156,42 @@ def test_a_predictor_not_told_of_a_dead_letter_topic_counts_and_logs_and_writes_
     assert predictor.letters is not None
     assert predictor.letters.counts == {"invalid_json": 1, "non_finite": 1, "missing_x": 1}
     assert predictor.publisher is not None and predictor.publisher.sent == 20  # predictions only
+
+
+def test_your_own_model_a_predictor_that_cannot_import_its_module_says_so(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    """docs/models.md's worked example: a module next to the config, on PYTHONPATH."""
+    (tmp_path / "mymodels.py").write_text(
+        "from river import base, linear_model\n\n"
+        "class Doubled(base.Transformer):\n"
+        "    def transform_one(self, x):\n"
+        "        return {k: 2 * v for k, v in x.items()}\n\n"
+        "def fraud_model():\n"
+        "    return Doubled() | linear_model.LogisticRegression()\n")
+    rows = phishing()[:100]
+    learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"),
+                          model_spec="mymodels:fraud_model")
+    produce(kafka.bootstrap, learn.events_topic, event_bytes(rows))
+    learner = subprocess.Popen([sys.executable, "-m", "stream_learner.cli", "learn"], cwd=ROOT,
+                               env={**settings_env(learn), "PYTHONPATH": str(tmp_path)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_learned(learn, len(rows))
+    finally:
+        learner.terminate()
+        learner.wait(60)
+
+    serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"), model_spec="")
+
+    def serve_with(env: dict[str, str]) -> tuple[int, str]:
+        proc = subprocess.run([sys.executable, "-m", "stream_learner.cli", "serve"], cwd=ROOT,
+                              env={**settings_env(serve), **env}, capture_output=True, text=True, timeout=60)
+        return proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()[-1]
+
+    code, last = serve_with({})
+    assert code == 1 and "give it --model-packages mymodels" in last, last
+    code, last = serve_with({"STREAM_LEARNER_MODEL_PACKAGES": "mymodels"})
+    assert code == 1 and "mymodels.Doubled, and this process cannot import it" in last, last
+    assert "PYTHONPATH" in last and "Traceback" not in last
