@@ -50,6 +50,7 @@ from consumers.kafka_io import (
 )
 from consumers.lease import WriterLease
 from consumers.ordering import EventTimeMerge
+from consumers.progress import Progress, lag
 from consumers.replay import ReplayGuard, positions, recover
 from consumers.rewind import Handled, RewindPoint
 from stream_learner.checkpoint import (
@@ -292,6 +293,7 @@ class Learner:
                         self.settings.busy_poll_ms / 1000)
         assert self.lease is not None
         resume = False
+        progress = Progress(self.settings.progress_interval)
         while not stop.is_set():
             self.lease.check()
             # Rebalance callbacks (on_assign, on_revoke) run in here, and their errors come out.
@@ -314,6 +316,8 @@ class Learner:
                 self.check_model()
             self.advance_checkpoint()
             self.letters.summarise()
+            if progress.due():
+                self.report(progress)
             if time.monotonic() - self.last_commit >= self.settings.commit_interval:
                 self.commit_offsets(wait=False)
             if self.checkpoint_due():
@@ -638,6 +642,12 @@ class Learner:
                  plan.version, reason, plan.events, outcome.payload_bytes, blocked * 1000, how,
                  f" (then {waited * 1000:.1f} ms waiting for it to finish)" if waited else "",
                  outcome.metrics)
+
+    def report(self, progress: Progress) -> None:
+        assert self.state is not None and self.consumer is not None
+        progress.report(events=self.events, learned=self.state.learned,
+                        dead_letters=sum(self.dead_letters.values()), version=self.version,
+                        metrics=self.state.metrics.report(), behind=lag(self.consumer))
 
     def report_budget(self) -> None:
         """Say when the feature budget is spent and features are dropped: at a checkpoint, at

@@ -179,6 +179,9 @@ class Settings:
                                "latency near capacity where waking a sleeping thread is slow, "
                                "as on virtual machines, for up to a whole core while it lasts.",
                                minimum=0.0, maximum=100.0, modes="learn serve")
+    progress_interval: float = _opt(10.0, "Seconds between the learner's progress lines (events/s, "
+                                    "learned, dead letters, lag, version, a rolling metric).",
+                                    minimum=1.0, modes="learn")
     commit_interval: float = _opt(5.0, "Seconds between offset commits to Kafka (a learner's are for "
                                   "lag monitoring only, and also made at revocation and shutdown).",
                                   minimum=0.01, modes="learn serve")

@@ -8,6 +8,7 @@ import math
 import pickle
 import re
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -371,3 +372,30 @@ def test_a_changed_spec_is_refused_and_models_reset_starts_the_model_afresh(
         fresh.send_signal(signal.SIGTERM)
         fresh.communicate(timeout=60)
     assert meta.spec == other and meta.version >= 1
+
+
+def test_the_learner_says_what_it_is_doing_and_when_it_is_caught_up(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = phishing()
+    settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), progress_interval=1.0,
+                             max_poll_records=50, busy_poll_ms=0.0)
+    caplog.set_level(logging.INFO, logger="stream_learner.learner")
+
+    def said(text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+    produce(kafka.bootstrap, settings.events_topic, event_bytes(rows))
+    learner = InThread(Learner(settings, store_for(settings)))
+    wait_learned(settings, len(rows))
+    wait_for("an idle line", lambda: said("idle, caught up"))
+    since = time.monotonic()
+    wait_for("three more progress intervals", lambda: time.monotonic() - since > 3, timeout=5)
+    idle = said("idle, caught up")
+    learner.stop()
+    assert re.fullmatch(r"idle, caught up \(lag 0\): 1250 learned, model v\d+", idle[-1]), idle
+    assert len(idle) == 1, "idle is said once, not every interval"
+    busy = said("events/s")
+    assert busy and re.search(r"\d+ events/s, \d+ learned, 0 dead letters, lag \d+, model v\d+, "
+                              r"Accuracy@1000 0\.\d+", busy[0]), busy

@@ -1,0 +1,57 @@
+"""What a learner is doing, in one line every ``--progress-interval`` seconds.
+
+While events come: how many per second, learned, dead letters, the consumer's lag, the model
+version and the first rolling metric. Once they stop: one "idle, caught up" line, then nothing
+until they come again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import confluent_kafka as rdkafka
+
+log = logging.getLogger("stream_learner.learner")
+
+
+def lag(consumer: rdkafka.Consumer) -> int | None:
+    """Records not read yet in the assigned partitions, from what the last fetches said (no
+    request to the broker); None while a partition's end is not known yet."""
+    total = 0
+    assigned = consumer.assignment()
+    for tp, position in zip(assigned, consumer.position(assigned), strict=True):
+        high = consumer.get_watermark_offsets(tp, cached=True)[1]
+        if high < 0 or position.offset < 0:
+            return None
+        total += max(0, high - position.offset)
+    return total
+
+
+class Progress:
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.at = time.monotonic()
+        self.events = 0
+        self.idle = False
+
+    def due(self) -> bool:
+        return time.monotonic() - self.at >= self.interval
+
+    def report(self, *, events: int, learned: int, dead_letters: int, version: int,
+               metrics: dict[str, Any], behind: int | None) -> None:
+        now = time.monotonic()
+        handled, seconds = events - self.events, now - self.at
+        self.at, self.events = now, events
+        if handled == 0:
+            if not self.idle:
+                log.info("idle, caught up (lag %s): %d learned, model v%d", behind, learned, version)
+                self.idle = True
+            return
+        self.idle = False
+        rolling = next(((k, v) for k, v in metrics.items() if "@" in k), None)
+        shown = f", {rolling[0]} {rolling[1]}" if rolling else ""
+        log.info("%.0f events/s, %d learned, %d dead letters, lag %s, model v%d%s",
+                 handled / seconds, learned, dead_letters, "?" if behind is None else behind,
+                 version, shown)
