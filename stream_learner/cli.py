@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import importlib.metadata
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from stream_learner.config import Settings, env_var, settings_fields
+from stream_learner.config import ENV_PREFIX, GROUPS, Settings, env_var, settings_fields
 from stream_learner.errors import ConfigError, StreamLearnerError
 
 log = logging.getLogger("stream_learner")
@@ -38,45 +39,86 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+DESCRIPTION = ("Online machine learning on a Kafka event stream with River: predict, publish, learn, "
+               "and checkpoint the model to Redis with the offsets it has consumed.")
+EPILOG = (f"Every option is also an environment variable {ENV_PREFIX}<NAME> (--checkpoint-every: "
+          f"{env_var('checkpoint_every')}) and a key of a TOML file given with --config; flags win, "
+          "then the environment, then the file.")
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
+REQUIRED = {"learn": ("hmac_key",), "serve": ("hmac_key",)}  # shown first in their --help
+COMMAND_ARGS = {"models": "{list,show,reset} [VERSION] ", "produce": "(--dataset NAME | --file FILE) "}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stream-learner", description=__doc__.split("\n")[0].strip("`: "))
-    parser.add_argument("--log-level", default=os.environ.get(env_var("log_level"), "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="Log verbosity.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="stream-learner", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"stream-learner {_version()}")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help=f"Log verbosity (default INFO; also "
+                        f"{env_var('log_level')}, and after the command).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    fields = {f.name: f for f in settings_fields()}
     for command, help_text in COMMANDS.items():
-        p = sub.add_parser(command, help=help_text, description=help_text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        p.add_argument("--config", metavar="FILE", default=os.environ.get(env_var("config")),
-                       help=f"TOML file of settings (also {env_var('config')}).")
-        for f in settings_fields():
-            if command in f.metadata["modes"]:
-                choices = f"; one of {', '.join(f.metadata['choices'])}" if f.metadata["choices"] else ""
-                kind = type(f.default)
-                value_options: dict[str, Any] = (
-                    {"action": "store_const", "const": "true"} if kind is bool
-                    else {"metavar": kind.__name__.upper()})
-                p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                               **value_options,
-                               help=f"{f.metadata['help']}{choices} [env {env_var(f.name)}; "
-                                    f"default {'(secret)' if f.metadata['secret'] else repr(f.default)}]")
-        if command == "produce":
-            source = p.add_mutually_exclusive_group(required=True)
-            source.add_argument("--dataset", help="Bundled River dataset: Phishing, Bananas, "
-                                                  "TrumpApproval, ImageSegments, ...")
-            source.add_argument("--file", type=Path, help="JSONL file, one event per line.")
-            p.add_argument("--limit", type=int, default=0, help="Stop after this many events (0: all).")
-            p.add_argument("--repeat", type=int, default=1, help="Replay the data this many times.")
-            p.add_argument("--withhold-labels", action="store_true", help="Send events without y.")
-            p.add_argument("--label-delay", type=int, metavar="D",
-                           help="Send each label to --labels-topic D events after its event (which goes "
-                                "without it), as river.stream.simulate_qa(delay=D) orders them.")
-        if command == "models":
-            p.add_argument("action", choices=["list", "show", "reset"],
-                           help="list the models (or, with --model, its versions), show a version, "
-                                "or reset a model: delete all its versions")
-            p.add_argument("version", nargs="?", type=int, default=0, help="Version (default latest).")
-            p.add_argument("--yes", action="store_true", help="Confirm a reset.")
+        usage = f"stream-learner {command} {COMMAND_ARGS.get(command, '')}[options]"
+        p = sub.add_parser(command, help=help_text, description=help_text, epilog=EPILOG, usage=usage)
+        required = REQUIRED.get(command, ())
+        for title, names in {"required": required, **GROUPS}.items():
+            used = [fields[n] for n in names if command in fields[n].metadata["modes"]
+                    and (title == "required" or n not in required)]
+            if used:
+                group = p.add_argument_group(title)
+                for f in used:
+                    _add_setting(group, f)
+        general = p.add_argument_group("general")
+        general.add_argument("--config", metavar="FILE", default=os.environ.get(env_var("config")),
+                             help=f"TOML file of settings (also {env_var('config')}).")
+        general.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
+                             help="Log verbosity (default INFO).")
+        _add_command_options(command, p)
     return parser
+
+
+def _add_setting(group: Any, f: Any) -> None:
+    choices = f"; one of {', '.join(f.metadata['choices'])}" if f.metadata["choices"] else ""
+    kind = type(f.default)
+    value_options: dict[str, Any] = (
+        {"action": "store_const", "const": "true"} if kind is bool else {"metavar": kind.__name__.upper()})
+    if f.metadata["secret"]:
+        shown = Settings().redacted()[f.name]
+        default = f" (default {shown})" if shown else ""
+    elif kind is bool or f.default in ("", 0):
+        default = ""
+    else:
+        default = f" (default {f.default})"
+    group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, **value_options,
+                       help=f"{f.metadata['help']}{choices}{default}")
+
+
+def _add_command_options(command: str, p: argparse.ArgumentParser) -> None:
+    if command == "produce":
+        data = p.add_argument_group("what to produce")
+        source = data.add_mutually_exclusive_group(required=True)
+        source.add_argument("--dataset", help="Bundled River dataset: Phishing, Bananas, "
+                                              "TrumpApproval, ImageSegments, ...")
+        source.add_argument("--file", type=Path, help="JSONL file, one event per line.")
+        data.add_argument("--limit", type=int, default=0, help="Stop after this many events (0: all).")
+        data.add_argument("--repeat", type=int, default=1, help="Replay the data this many times.")
+        data.add_argument("--withhold-labels", action="store_true", help="Send events without y.")
+        data.add_argument("--label-delay", type=int, metavar="D",
+                          help="Send each label to --labels-topic D events after its event (which goes "
+                               "without it), as river.stream.simulate_qa(delay=D) orders them.")
+    if command == "models":
+        p.add_argument("action", choices=["list", "show", "reset"],
+                       help="list the models (or, with --model, its versions), show a version, "
+                            "or reset a model: delete all its versions")
+        p.add_argument("version", nargs="?", type=int, default=0, metavar="VERSION",
+                       help="Version (default latest).")
+        p.add_argument("--yes", action="store_true", help="Confirm a reset.")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("stream-learner")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -87,7 +129,12 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+    level = args.log_level or os.environ.get(env_var("log_level"), "INFO").upper()
+    if level not in LOG_LEVELS:
+        print(f"stream-learner: {env_var('log_level')}: must be one of {', '.join(LOG_LEVELS)}, "
+              f"got {level!r}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)
     try:

@@ -29,6 +29,8 @@ from stream_learner.errors import ConfigError
 from stream_learner.events import FieldNames, Limits
 
 ENV_PREFIX = "STREAM_LEARNER_"
+KAFKA_MODES = "learn serve produce"
+REDIS_MODES = "learn serve models"
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 START_FROM = ("earliest", "latest")
@@ -54,8 +56,9 @@ class Settings:
     """Everything the service can be told; see ``docs/configuration.md``."""
 
     # Where: Kafka
-    bootstrap_servers: str = _opt("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated.")
-    events_topic: str = _opt("events", "Topic the events are read from.")
+    bootstrap_servers: str = _opt("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated.",
+                                  modes=KAFKA_MODES)
+    events_topic: str = _opt("events", "Topic the events are read from.", modes=KAFKA_MODES)
     predictions_topic: str = _opt("predictions", "Topic the predictions are published to.",
                                   modes="learn serve")
     dead_letter_topic: str = _opt("", "Topic that receives rejected events with the reason (empty: "
@@ -80,25 +83,28 @@ class Settings:
                                   minimum=0.1, modes="learn serve produce")
     start_from: str = _opt("earliest", "Where to start when no checkpoint or commit exists.",
                            choices=START_FROM, modes="learn serve")
-    security_protocol: str = _opt("PLAINTEXT", "Kafka security protocol.", choices=SECURITY_PROTOCOLS)
-    sasl_mechanism: str = _opt("", "Kafka SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).")
-    sasl_username: str = _opt("", "Kafka SASL user name.")
-    sasl_password: str = _opt("", "Kafka SASL password.", secret=True)
-    ssl_cafile: str = _opt("", "CA file to verify the Kafka brokers' certificates.")
+    security_protocol: str = _opt("PLAINTEXT", "Kafka security protocol.", choices=SECURITY_PROTOCOLS,
+                                  modes=KAFKA_MODES)
+    sasl_mechanism: str = _opt("", "Kafka SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).",
+                               modes=KAFKA_MODES)
+    sasl_username: str = _opt("", "Kafka SASL user name.", modes=KAFKA_MODES)
+    sasl_password: str = _opt("", "Kafka SASL password.", secret=True, modes=KAFKA_MODES)
+    ssl_cafile: str = _opt("", "CA file to verify the Kafka brokers' certificates.", modes=KAFKA_MODES)
 
     # Where: Redis
     redis_url: str = _opt("redis://127.0.0.1:6379/0",
                           "Redis URL for the model store (redis:// or rediss://, user:password@ allowed).",
-                          secret=True)
-    key_prefix: str = _opt("stream-learner", "Prefix of every Redis key the store writes.")
+                          secret=True, modes=REDIS_MODES)
+    key_prefix: str = _opt("stream-learner", "Prefix of every Redis key the store writes.",
+                           modes=REDIS_MODES)
     redis_timeout: float = _opt(5.0, "Seconds a Redis call may take before it counts as failed (and "
                                 "is retried).", minimum=0.1, modes="learn serve models")
 
     # What: the model
-    model: str = _opt("default", "Model name: the store keeps its versions under this name.")
+    model: str = _opt("default", "Model name: the store keeps its versions under this name.",
+                      modes=REDIS_MODES)
     model_spec: str = _opt(DEFAULT_SPEC, "River expression, or package.module:factory, building a "
-                           "fresh model (default: numbers scaled and strings one-hot encoded, for "
-                           "a logistic regression).", modes="learn")
+                           "fresh model (docs/models.md).", modes="learn")
     task: str = _opt("auto", "binary, multiclass or regression; auto infers it from the model.",
                      choices=TASKS, modes="learn")
     rolling_window: int = _opt(1000, "Window of the rolling prequential metrics, in labelled events.",
@@ -145,7 +151,7 @@ class Settings:
                                         modes="learn")
     lease_ttl: float = _opt(10.0, "Seconds a learner's writer lease lasts unless renewed; a standby "
                             "learner takes over once it expires.", minimum=0.5, modes="learn")
-    instance_id: str = _opt("", "Name of this learner instance (default: the host name, and a slot "
+    instance_id: str = _opt("", "Name of this learner instance (empty: the host name, and a slot "
                             "per learner on the host). A restarted instance takes its own lease back "
                             "at once; other instances wait for it to expire.", modes="learn")
     session_timeout: float = _opt(10.0, "Kafka consumer group session timeout, seconds (the broker "
@@ -249,6 +255,26 @@ class Settings:
         for name, (_, source) in raw.items():
             raise ConfigError(f"{source}: unknown setting {name!r}")
         return cls(**values)
+
+
+# The groups of options in --help, in order.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "Kafka": ("bootstrap_servers", "events_topic", "predictions_topic", "dead_letter_topic", "group_id",
+              "start_from", "connect_timeout", "session_timeout", "commit_interval", "max_poll_records",
+              "busy_poll_ms"),
+    "Kafka security": ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
+                       "ssl_cafile"),
+    "Redis": ("redis_url", "key_prefix", "redis_timeout"),
+    "the model": ("model", "model_spec", "task", "rolling_window", "max_features", "max_classes",
+                  "max_model_errors", "model_packages"),
+    "events": ("id_field", "key_field", "ts_field", "x_field", "y_field", "max_event_bytes",
+               "max_abs_value", "max_event_features", "max_string_chars", "max_ts_ahead"),
+    "late labels": ("labels_topic", "label_ttl", "max_pending", "max_pending_bytes", "default_label"),
+    "checkpoints": ("hmac_key", "checkpoint_every", "checkpoint_interval", "checkpoint_inline_bytes",
+                    "keep_versions", "hmac_key_id", "allow_version_mismatch", "lease_ttl", "instance_id"),
+    "serving": ("pin_version", "wait_for_model"),
+    "logging": ("progress_interval",),
+}
 
 
 def settings_fields() -> tuple[dataclasses.Field[Any], ...]:

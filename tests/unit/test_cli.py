@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,12 +23,39 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
-def test_every_command_has_help_for_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+def test_each_command_shows_its_own_options_grouped_with_one_default(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from stream_learner.config import settings_fields
+
     for command in ("learn", "serve", "produce", "models"):
         code, out = run(capsys, command, "--help")
-        assert code == 0 and "--bootstrap-servers" in out and "STREAM_LEARNER_BOOTSTRAP_SERVERS" in out
-    code, out = run(capsys, "learn", "--help")
-    assert "--checkpoint-every" in out and "--model-spec" in out and "(secret)" in out
+        assert code == 0 and "STREAM_LEARNER_<NAME>" in out
+        options = out.split("Every option is also")[0]
+        for f in settings_fields():
+            flag = "--" + f.name.replace("_", "-")
+            shown = re.search(rf"{flag}(?![\w-])", options) is not None
+            assert shown == (command in f.metadata["modes"]), (command, flag)
+        assert "None" not in out and "default: " not in out, "one default per option, stated once"
+    for command in ("learn", "serve"):
+        code, out = run(capsys, command, "--help")
+        groups = [line for line in out.splitlines()
+                  if line and not line.startswith(" ") and line.endswith(":")]
+        assert groups[:3] == ["options:", "required:", "Kafka:"], groups
+    code, out = run(capsys, "models", "--help")
+    assert "--sasl-password" not in out and "--bootstrap-servers" not in out
+    code, out = run(capsys, "produce", "--help")
+    assert "--redis-url" not in out and "--dataset" in out
+
+
+def test_version_and_the_log_level_before_after_the_command_and_from_the_environment(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = run(capsys, "--version")
+    assert code == 0 and out.startswith("stream-learner ")
+    assert build_parser().parse_args(["learn", "--log-level", "DEBUG"]).log_level == "DEBUG"
+    assert build_parser().parse_args(["--log-level", "ERROR", "learn"]).log_level == "ERROR"
+    monkeypatch.setenv("STREAM_LEARNER_LOG_LEVEL", "loud")
+    code, out = run(capsys, "models", "list")
+    assert code == 2 and "STREAM_LEARNER_LOG_LEVEL: must be one of" in out
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
