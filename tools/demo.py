@@ -26,11 +26,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from stream_learner.checkpoint import read_meta
 from stream_learner.errors import StreamLearnerError
 from stream_learner.store import RedisStore
-from tools.localstack import DEV_KAFKA_PORT, DEV_REDIS_PORT, HOST, ROOT, StackError, stack_down, stack_up
-from tools.localstack import stack_status as stack_is_up
-
-BOOTSTRAP = f"{HOST}:{DEV_KAFKA_PORT}"
-REDIS_URL = f"redis://{HOST}:{DEV_REDIS_PORT}/0"
+from tools.localstack import HOST, ROOT, DevStack, StackError
 
 
 def dataset_events(name: str, repeat: int) -> Iterator[tuple[str, bytes]]:
@@ -49,38 +45,63 @@ def spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[byte
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="stream-learner live demo")
     parser.add_argument("--dataset", default="Phishing")
     parser.add_argument("--repeat", type=int, default=8, help="replays of the dataset")
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
-    args = parser.parse_args()
+    parser.add_argument("--stack-dir", type=Path, default=DevStack().directory,
+                        help="the local stack's data (make stack-up's by default)")
+    parser.add_argument("--kafka-port", type=int, default=DevStack().kafka_port)
+    parser.add_argument("--controller-port", type=int, default=DevStack().controller_port)
+    parser.add_argument("--redis-port", type=int, default=DevStack().redis_port)
+    args = parser.parse_args(argv)
+    stack = DevStack(args.stack_dir.resolve(), args.kafka_port, args.controller_port, args.redis_port)
+    processes: list[subprocess.Popen[bytes]] = []
+    started_stack = stack.pid("kafka") is None or stack.pid("redis") is None
+    try:
+        if started_stack:
+            stack.up()
+        return stream(args, stack, processes)
+    except StackError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; stopping what it started", file=sys.stderr)
+        return 130
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)  # reaped: no zombie outlives the demo
+        if started_stack:
+            stack.down()
 
-    started_stack = stack_is_up() != 0
-    if started_stack:
-        stack_up()
+
+def stream(args: argparse.Namespace, stack: DevStack, processes: list[subprocess.Popen[bytes]]) -> int:
+    """Stream the dataset through a learner and a predictor, with a line a second, and sum up."""
+    bootstrap = f"{HOST}:{stack.kafka_port}"
+    redis_url = f"redis://{HOST}:{stack.redis_port}/0"
     run = f"demo-{int(time.time())}"
     base = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
-    env = {**base, "STREAM_LEARNER_BOOTSTRAP_SERVERS": BOOTSTRAP, "STREAM_LEARNER_REDIS_URL": REDIS_URL,
+    env = {**base, "STREAM_LEARNER_BOOTSTRAP_SERVERS": bootstrap, "STREAM_LEARNER_REDIS_URL": redis_url,
            "STREAM_LEARNER_HMAC_KEY": secrets.token_hex(16), "STREAM_LEARNER_MODEL": run,
            "STREAM_LEARNER_EVENTS_TOPIC": f"{run}.events", "STREAM_LEARNER_DEAD_LETTER_TOPIC": f"{run}.dlq",
            "STREAM_LEARNER_CHECKPOINT_EVERY": "1000", "STREAM_LEARNER_CHECKPOINT_INTERVAL": "1"}
     learner_env = {**env, "STREAM_LEARNER_PREDICTIONS_TOPIC": f"{run}.predictions"}
     serve_env = {**env, "STREAM_LEARNER_PREDICTIONS_TOPIC": f"{run}.predictions.frozen",
                  "STREAM_LEARNER_WAIT_FOR_MODEL": "120"}
-    logs = ROOT / ".stack" / run
+    logs = stack.directory / run
     logs.mkdir(parents=True, exist_ok=True)
-    store = RedisStore(REDIS_URL)
-    processes: list[subprocess.Popen[bytes]] = []
+    store = RedisStore(redis_url)
     try:
         events = list(dataset_events(args.dataset, args.repeat))
-        producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5, acks="all")
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
         processes.append(spawn("learn", learner_env, logs / "learner.log"))
         processes.append(spawn("serve", serve_env, logs / "predictor.log"))
-        watch = KafkaConsumer(f"{run}.predictions", f"{run}.predictions.frozen", bootstrap_servers=BOOTSTRAP,
+        watch = KafkaConsumer(f"{run}.predictions", f"{run}.predictions.frozen", bootstrap_servers=bootstrap,
                               group_id=None, auto_offset_reset="earliest")
-        print(f"demo {run}: {len(events)} {args.dataset} events at {args.rate:.0f}/s "
-              f"(logs in {logs.relative_to(ROOT)})")
+        print(f"demo {run}: {len(events)} {args.dataset} events at {args.rate:.0f}/s (logs in {logs})")
         print(f"{'time':>5}  {'sent':>6}  {'learned':>7}  {'events/s':>8}  {'rolling acc':>11}  "
               f"{'learner v':>9}  {'frozen preds':>12}  {'frozen v':>8}")
         counts = {"learn": 0, "frozen": 0}
@@ -121,16 +142,8 @@ def main() -> int:
               f"with versions up to v{versions['frozen']}")
         print("prequential metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(meta.metrics.items())))
         return 0
-    except StackError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return 1
     finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
         store.close()
-        if started_stack:
-            stack_down()
 
 
 def _rolling_metric(store: RedisStore, model: str) -> str:

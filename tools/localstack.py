@@ -170,8 +170,9 @@ class KafkaBroker:
         if result.returncode != 0:
             raise StackError(f"Kafka storage format failed:\n{result.stdout}{result.stderr}")
 
-    def start(self, timeout: float = 90.0, detach: bool = False) -> None:
-        """Start the JVM (formatting storage on first use) and wait for a metadata answer."""
+    def start(self, timeout: float = 90.0, detach: bool = False, pidfile: Path | None = None) -> None:
+        """Start the JVM (formatting storage on first use) and wait for a metadata answer;
+        ``pidfile`` is written as soon as the process exists."""
         if not (self.data_dir / "logs" / "meta.properties").exists():
             self.format()
         with open(self.log_path, "ab") as log:
@@ -181,6 +182,8 @@ class KafkaBroker:
                 start_new_session=detach,
                 preexec_fn=None if detach else die_with_parent,
             )
+        if pidfile is not None:
+            pidfile.write_text(str(self.proc.pid))
         try:
             _wait_until("Kafka broker", self.answers_metadata, timeout, self.alive)
         except StackError as exc:
@@ -188,6 +191,9 @@ class KafkaBroker:
             raise StackError(
                 f"{exc} (port {self.port}); broker log tail ({self.log_path}):\n{_tail(self.log_path)}"
             ) from None
+        except BaseException:  # interrupted: leave nothing running
+            self.kill()
+            raise
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -241,7 +247,7 @@ class RedisServer:
     def log_path(self) -> Path:
         return self.data_dir / "redis.log"
 
-    def start(self, timeout: float = 20.0, detach: bool = False) -> None:
+    def start(self, timeout: float = 20.0, detach: bool = False, pidfile: Path | None = None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             ensure_redis(), "--port", str(self.port), "--bind", HOST, "--dir", str(self.data_dir),
@@ -254,11 +260,16 @@ class RedisServer:
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=detach, preexec_fn=None if detach else die_with_parent,
         )
+        if pidfile is not None:
+            pidfile.write_text(str(self.proc.pid))
         try:
             _wait_until("Redis", self.answers_ping, timeout, self.alive)
         except StackError as exc:
             self.kill()
             raise StackError(f"{exc} (port {self.port}); log tail:\n{_tail(self.log_path)}") from None
+        except BaseException:  # interrupted: leave nothing running
+            self.kill()
+            raise
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -312,82 +323,129 @@ def create_topics(bootstrap: str, names: list[str], partitions: int = 1, timeout
 DEV_KAFKA_PORT, DEV_CONTROLLER_PORT, DEV_REDIS_PORT = 9092, 9093, 6379
 
 
-def _pid_alive(pidfile: Path) -> int | None:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (dead, not yet reaped by its parent) does not."""
     try:
-        pid = int(pidfile.read_text())
-        os.kill(pid, 0)
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _reap(pid: int) -> None:
+    """Reap ``pid`` if it is a child of ours (the demo starts the stack as its children)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@dataclass
+class DevStack:
+    """Kafka and Redis for trying the service by hand, on fixed ports, their data and pid files
+    under ``directory``. A server is found by its pid file, or, if a start was interrupted
+    before the file was written, by its command line (which names its data directory)."""
+
+    directory: Path = STACK_DIR
+    kafka_port: int = DEV_KAFKA_PORT
+    controller_port: int = DEV_CONTROLLER_PORT
+    redis_port: int = DEV_REDIS_PORT
+
+    def pid(self, name: str) -> int | None:
+        try:
+            pid = int((self.directory / f"{name}.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            pid = 0
+        if pid and pid_alive(pid):
+            return pid
+        return self._by_command_line(name)
+
+    def _by_command_line(self, name: str) -> int | None:
+        """A java whose arguments name this stack's Kafka directory, or a redis-server on this
+        stack's port (Redis rewrites its command line to ``redis-server host:port``)."""
+        kafka_dir = str(self.directory / "kafka").encode()
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if name == "kafka":
+                found = argv[0].endswith(b"java") and any(kafka_dir in arg for arg in argv)
+            else:
+                found = b"redis-server" in argv[0] and f":{self.redis_port}".encode() in b" ".join(argv)
+            if found and pid_alive(int(proc.name)):
+                return int(proc.name)
         return None
-    return pid
 
+    def up(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.pid("kafka") is None:
+            for port in (self.kafka_port, self.controller_port):
+                if port_open(port):
+                    raise StackError(f"port {port} is taken by another process: cannot start Kafka there")
+            broker = KafkaBroker(self.directory / "kafka", self.kafka_port, self.controller_port)
+            broker.start(detach=True, pidfile=self.directory / "kafka.pid")
+            print(f"Kafka {KAFKA_VERSION} up on {broker.bootstrap} (log: {broker.log_path})")
+        else:
+            print(f"Kafka already running on {HOST}:{self.kafka_port}")
+        if self.pid("redis") is None:
+            if port_open(self.redis_port):
+                raise StackError(f"port {self.redis_port} is taken by another process: cannot start Redis")
+            redis = RedisServer(self.directory / "redis", self.redis_port)
+            redis.start(detach=True, pidfile=self.directory / "redis.pid")
+            print(f"Redis up on {redis.url}")
+        else:
+            print(f"Redis already running on {HOST}:{self.redis_port}")
 
-def stack_up() -> None:
-    STACK_DIR.mkdir(exist_ok=True)
-    kafka_pid, redis_pid = STACK_DIR / "kafka.pid", STACK_DIR / "redis.pid"
-    if _pid_alive(kafka_pid) is None:
-        for port in (DEV_KAFKA_PORT, DEV_CONTROLLER_PORT):
-            if port_open(port):
-                raise StackError(f"port {port} is taken by another process: cannot start Kafka there")
-        broker = KafkaBroker(STACK_DIR / "kafka", DEV_KAFKA_PORT, DEV_CONTROLLER_PORT)
-        broker.start(detach=True)
-        assert broker.proc is not None
-        kafka_pid.write_text(str(broker.proc.pid))
-        print(f"Kafka {KAFKA_VERSION} up on {broker.bootstrap} (log: {broker.log_path})")
-    else:
-        print(f"Kafka already running on {HOST}:{DEV_KAFKA_PORT}")
-    if _pid_alive(redis_pid) is None:
-        if port_open(DEV_REDIS_PORT):
-            raise StackError(f"port {DEV_REDIS_PORT} is taken by another process: cannot start Redis")
-        redis = RedisServer(STACK_DIR / "redis", DEV_REDIS_PORT)
-        redis.start(detach=True)
-        assert redis.proc is not None
-        redis_pid.write_text(str(redis.proc.pid))
-        print(f"Redis up on {redis.url}")
-    else:
-        print(f"Redis already running on {HOST}:{DEV_REDIS_PORT}")
+    def down(self) -> None:
+        for name in ("kafka", "redis"):
+            pid = self.pid(name)
+            if pid is not None:
+                os.kill(pid, signal.SIGTERM)
+                deadline = time.monotonic() + 30
+                while pid_alive(pid) and time.monotonic() < deadline:
+                    _reap(pid)
+                    time.sleep(0.1)
+                if pid_alive(pid):
+                    os.kill(pid, signal.SIGKILL)
+                _reap(pid)
+                print(f"{name} stopped")
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / f"{name}.pid").unlink()
 
-
-def stack_down() -> None:
-    for name in ("kafka", "redis"):
-        pidfile = STACK_DIR / f"{name}.pid"
-        pid = _pid_alive(pidfile)
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            while _pid_alive(pidfile) is not None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if _pid_alive(pidfile) is not None:
-                os.kill(pid, signal.SIGKILL)
-            print(f"{name} stopped")
-        with contextlib.suppress(FileNotFoundError):
-            pidfile.unlink()
-
-
-def stack_status() -> int:
-    up = 0
-    for name, port in (("kafka", DEV_KAFKA_PORT), ("redis", DEV_REDIS_PORT)):
-        pid = _pid_alive(STACK_DIR / f"{name}.pid")
-        print(f"{name}: " + (f"running (pid {pid}, {HOST}:{port})" if pid else "stopped"))
-        up += pid is not None
-    return 0 if up == 2 else 1
+    def status(self) -> int:
+        up = 0
+        for name, port in (("kafka", self.kafka_port), ("redis", self.redis_port)):
+            pid = self.pid(name)
+            print(f"{name}: " + (f"running (pid {pid}, {HOST}:{port})" if pid else "stopped"))
+            up += pid is not None
+        return 0 if up == 2 else 1
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localstack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["fetch", "up", "down", "status"])
+    parser.add_argument("--dir", type=Path, default=STACK_DIR, help="data and pid files")
+    parser.add_argument("--kafka-port", type=int, default=DEV_KAFKA_PORT)
+    parser.add_argument("--controller-port", type=int, default=DEV_CONTROLLER_PORT)
+    parser.add_argument("--redis-port", type=int, default=DEV_REDIS_PORT)
     args = parser.parse_args(argv)
+    stack = DevStack(args.dir.resolve(), args.kafka_port, args.controller_port, args.redis_port)
     try:
         if args.command == "fetch":
             print(f"Kafka {KAFKA_VERSION} jars in {fetch_kafka()}")
         elif args.command == "up":
-            stack_up()
+            stack.up()
         elif args.command == "down":
-            stack_down()
+            stack.down()
         else:
-            return stack_status()
+            return stack.status()
     except StackError as exc:
         print(f"localstack: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # what it started is found by its command line and stopped
+        print("localstack: interrupted", file=sys.stderr)
+        if args.command == "up":
+            stack.down()
+        return 130
     return 0
 
 
