@@ -17,7 +17,7 @@ help:
 	@echo "make demo        replay a dataset through a learner and a frozen predictor"
 	@echo "make stack-up    Kafka on 127.0.0.1:9092 and Redis on 127.0.0.1:6379, for trying by hand"
 	@echo "make stack-down  stop them"
-	@echo "make lint        ruff + mypy --strict"
+	@echo "make lint        ruff + mypy --strict + import contracts"
 	@echo "make bench       service vs raw River, bare Kafka and hand-rolled loops (MODEL=... DATASET=... EVENTS=...)"
 
 $(INSTALLED): pyproject.toml
@@ -46,6 +46,7 @@ kafka: venv
 lint: venv
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/mypy $(CODE)
+	$(BIN)/lint-imports --no-cache
 
 test: venv system-deps kafka lint
 	$(BIN)/pytest

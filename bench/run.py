@@ -290,7 +290,7 @@ def checkpoint_dataset(name: str) -> str:
 def pickle_seconds(settings: Settings) -> float:
     """How long pickling the final state takes: what an inline checkpoint would block for."""
     from stream_learner.checkpoint import open_record
-    from stream_learner.store import RedisStore
+    from stream_learner.state.redis import RedisStore
 
     store = RedisStore.for_settings(settings)
     state = open_record(store.load(settings.model), settings.signing_keys()).state

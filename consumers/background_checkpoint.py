@@ -47,7 +47,7 @@ from stream_learner.errors import (
     StoreUnavailable,
     StreamLearnerError,
 )
-from stream_learner.store import ModelStore
+from stream_learner.state.base import ModelStore
 
 _ERRORS: dict[str, type[StreamLearnerError]] = {
     "StoreUnavailable": StoreUnavailable, "FencedError": FencedError, "CheckpointError": CheckpointError,

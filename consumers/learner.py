@@ -73,7 +73,7 @@ from stream_learner.errors import (
 from stream_learner.events import Source, check_label, decode_event, decode_label
 from stream_learner.models import same_spec
 from stream_learner.pending import PendingLabels
-from stream_learner.store import ModelStore
+from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
 

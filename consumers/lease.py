@@ -5,7 +5,7 @@ prediction: the loop asks ``check()``, which costs nothing and raises ``FencedEr
 renewal found that another learner took the lease over. A renewal that cannot reach Redis is
 logged once, then summed up every ``SUMMARY_S`` seconds, and retried every third of the TTL.
 
->>> from stream_learner.store import MemoryStore
+>>> from stream_learner.state.memory import MemoryStore
 >>> store = MemoryStore()
 >>> with WriterLease(store, "m", ttl=5.0, owner="a") as lease:
 ...     lease.wait_for(threading.Event()), lease.token
@@ -22,7 +22,7 @@ import time
 from types import TracebackType
 
 from stream_learner.errors import StoreUnavailable, StreamLearnerError
-from stream_learner.store import ModelStore
+from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
 

@@ -33,7 +33,7 @@ from stream_learner.config import Settings
 from stream_learner.engine import Engine
 from stream_learner.errors import InvalidEvent, NoCheckpoint, StoreUnavailable
 from stream_learner.events import decode_event
-from stream_learner.store import ModelStore
+from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.predictor")
 

@@ -16,7 +16,7 @@ import time
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
 from stream_learner.errors import CheckpointError, NoCheckpoint, StoreUnavailable
-from stream_learner.store import ModelStore
+from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.predictor")
 

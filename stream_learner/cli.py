@@ -154,7 +154,7 @@ def _require_key(settings: Settings) -> None:
 
 
 def _store(settings: Settings) -> Any:
-    from stream_learner.store import RedisStore
+    from stream_learner.state.redis import RedisStore
 
     return RedisStore.for_settings(settings)
 

@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from stream_learner.checkpoint import read_meta
 from stream_learner.errors import StreamLearnerError
-from stream_learner.store import RedisStore
+from stream_learner.state.redis import RedisStore
 from tools.localstack import HOST, ROOT, DevStack, StackError
 
 

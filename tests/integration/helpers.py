@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream_learner.checkpoint import Checkpoint, CheckpointMeta, open_record, read_meta
 from stream_learner.config import Settings, env_var
-from stream_learner.store import RedisStore
+from stream_learner.state.redis import RedisStore
 from tools.localstack import ROOT, KafkaBroker, RedisServer, die_with_parent
 
 KEY = "integration-test-key"

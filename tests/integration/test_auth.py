@@ -12,7 +12,7 @@ import redis
 
 from consumers.predictor import Predictor
 from stream_learner.errors import CheckpointError
-from stream_learner.store import RedisStore
+from stream_learner.state.redis import RedisStore
 from tests.integration.helpers import (
     KEY,
     InThread,

@@ -15,7 +15,7 @@ from stream_learner.checkpoint import CheckpointMeta, open_record
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import FencedError, StoreUnavailable
 from stream_learner.events import Event, Source
-from stream_learner.store import RedisStore
+from stream_learner.state.redis import RedisStore
 from tools.localstack import RedisServer
 
 SPEC = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"

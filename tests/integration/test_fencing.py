@@ -17,7 +17,7 @@ from stream_learner.checkpoint import Record
 from stream_learner.config import Settings
 from stream_learner.engine import id_hash
 from stream_learner.errors import FencedError
-from stream_learner.store import RedisStore
+from stream_learner.state.redis import RedisStore
 from tests.integration.helpers import (
     event_bytes,
     load_checkpoint,

@@ -10,7 +10,7 @@ import redis
 
 from stream_learner.checkpoint import Record
 from stream_learner.errors import CheckpointError, NoCheckpoint, StoreUnavailable
-from stream_learner.store import RedisStore
+from stream_learner.state.redis import RedisStore
 from tools.localstack import RedisServer
 
 

@@ -21,7 +21,7 @@ from stream_learner.checkpoint import (
 )
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, FencedError, IntegrityError, NoCheckpoint
-from stream_learner.store import MemoryStore
+from stream_learner.state.memory import MemoryStore
 
 KEYS = {"k1": b"right"}
 

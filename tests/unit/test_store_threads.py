@@ -14,7 +14,7 @@ from stream_learner.checkpoint import CheckpointMeta, seal_record
 from stream_learner.config import Settings
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, StoreUnavailable
-from stream_learner.store import MemoryStore
+from stream_learner.state.memory import MemoryStore
 
 SETTINGS = Settings(model="m", hmac_key="k")
 

@@ -1,181 +1,27 @@
-"""The model store: versioned, signed checkpoint records, one writer per model.
+"""Checkpoints in Redis: each operation that must be atomic is one Lua script, run inside Redis.
 
-Two implementations of one interface: ``RedisStore`` (the real one) and ``MemoryStore``
-(its in-memory twin for unit tests). Redis layout for model ``m`` under prefix ``p``
-(the ``{p:m}`` hash tag keeps one model's keys in one cluster slot)::
-
-    {p:m}:v:<n>      hash: header, signature, chunks, payload:0..chunks-1
-    {p:m}:versions   sorted set of the versions kept (the last K)
-    {p:m}:latest     the newest version number            what predictors poll
-    {p:m}:fence      the fencing token of the newest writer (only ever grows)
-    {p:m}:lease      the token of the writer holding the lease, with a TTL
-    {p:m}:announce   pub/sub channel: the new version number on each save
-
-A learner becomes the writer by taking the lease when it is free, or held by its own
-instance id (a restart of the same instance need not wait for the dead one's lease), which
-also increments the fence; it renews the lease while it runs. A save is one Lua script, atomic and checked
-inside Redis: it refuses a writer whose token is not the current fence (a zombie learner
-that lost its lease) and a version that does not follow the latest.
-
->>> store = MemoryStore()
->>> token = store.acquire("m", ttl=10.0, owner="host-a")
->>> store.save("m", 1, Record(b"{}", b"", "sig"), token, keep=2)
->>> store.latest_version("m"), store.acquire("m", ttl=10.0, owner="host-b")
-(1, None)
->>> successor = store.acquire("m", ttl=10.0, owner="host-a")  # host-a restarted: no wait
->>> store.save("m", 2, Record(b"{}", b"", "sig"), token, keep=2)
-Traceback (most recent call last):
-...
-stream_learner.errors.FencedError: model m: fencing token 1 is stale (current 2): another learner took over
+Keys and their layout: ``stream_learner.state.base``.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 
 from stream_learner.checkpoint import Record
 from stream_learner.config import Settings
-from stream_learner.errors import CheckpointError, FencedError, NoCheckpoint, OutOfOrder, StoreUnavailable
-
-# One Redis value may hold 512 MB; checkpoints are written in chunks well below that.
-CHUNK_BYTES = 64 * 1024 * 1024
-MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024
-
-
-class ModelStore(Protocol):
-    # Whether another process (a forked checkpoint writer) sees the same store.
-    shared: bool
-
-    def acquire(self, model: str, ttl: float, owner: str = "") -> int | None:
-        """Take the writer lease if it is free or already ``owner``'s (a restart of the same
-        instance): a new fencing token, else None."""
-
-    def renew(self, model: str, token: int, ttl: float, owner: str = "") -> None:
-        """Extend the lease; ``FencedError`` if another writer took over."""
-
-    def release(self, model: str, token: int, owner: str = "") -> None:
-        """Give the lease up (a standby may take over at once)."""
-
-    def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
-        """Write ``version`` atomically, keep the newest ``keep`` versions, announce it."""
-
-    def latest_version(self, model: str) -> int:
-        """The newest version, 0 when there is none."""
-
-    def load(self, model: str, version: int = 0) -> Record:
-        """One version's record (0: the latest), with the slot it was read from;
-        ``NoCheckpoint`` when it is not there."""
-
-    def versions(self, model: str) -> list[int]:
-        """The versions kept, oldest first."""
-
-    def models(self) -> list[str]:
-        """The models that have a checkpoint, by name."""
-
-    def reset(self, model: str) -> int:
-        """Delete every version of ``model`` (its fence stays: tokens only ever grow); the
-        number deleted. ``CheckpointError`` while a learner holds its lease."""
-
-
-def _fenced(model: str, token: int, current: int) -> FencedError:
-    return FencedError(
-        f"model {model}: fencing token {token} is stale (current {current}): another learner took over")
-
-
-def _out_of_order(model: str, version: int, latest: int) -> OutOfOrder:
-    return OutOfOrder(f"model {model}: version {version} does not follow the latest {latest}")
-
-
-def _held(model: str, holder: str) -> CheckpointError:
-    return CheckpointError(f"model {model}: learner {holder!r} holds the writer lease; stop it first")
-
-
-def _damaged(key: str) -> CheckpointError:
-    return CheckpointError(f"Redis key {key} holds no number: someone wrote it by hand; repair or "
-                           "delete it (refusing to write meanwhile)")
-
-
-def _number(value: Any, key: str) -> int:
-    """A number the store wrote (0 when the key is absent); ``CheckpointError`` if it is not."""
-    try:
-        return int(value or 0)
-    except ValueError:
-        raise CheckpointError(f"Redis key {key} holds {value[:40]!r}, not a number: someone wrote "
-                              "it by hand; repair or delete it") from None
-
-
-def _missing(model: str, version: int) -> str:
-    return f"model {model}: no checkpoint" + (f" version {version}" if version else "") + " in the store"
-
-
-class MemoryStore:
-    """The in-memory twin of ``RedisStore``: same rules, no server."""
-
-    shared = False
-
-    def __init__(self) -> None:
-        self.records: dict[str, dict[int, Record]] = {}
-        self.fences: dict[str, int] = {}
-        self.leases: dict[str, tuple[str, float]] = {}  # model -> (owner, expires at)
-
-    def _holder(self, model: str) -> str | None:
-        owner, expires = self.leases.get(model, ("", 0.0))
-        return owner if expires > time.monotonic() else None
-
-    def acquire(self, model: str, ttl: float, owner: str = "") -> int | None:
-        if self._holder(model) not in (None, owner):
-            return None
-        self.fences[model] = self.fences.get(model, 0) + 1
-        self.leases[model] = (owner, time.monotonic() + ttl)
-        return self.fences[model]
-
-    def renew(self, model: str, token: int, ttl: float, owner: str = "") -> None:
-        current = self.fences.get(model, 0)
-        if token != current:
-            raise _fenced(model, token, current)
-        self.leases[model] = (owner, time.monotonic() + ttl)
-
-    def release(self, model: str, token: int, owner: str = "") -> None:
-        if self._holder(model) == owner and self.fences.get(model) == token:
-            del self.leases[model]
-
-    def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
-        current = self.fences.get(model, 0)
-        if token != current:
-            raise _fenced(model, token, current)
-        latest = self.latest_version(model)
-        if version != latest + 1:
-            raise _out_of_order(model, version, latest)
-        kept = self.records.setdefault(model, {})
-        kept[version] = record
-        for old in sorted(kept)[:-keep]:
-            del kept[old]
-
-    def latest_version(self, model: str) -> int:
-        return max(self.records.get(model, {}), default=0)
-
-    def load(self, model: str, version: int = 0) -> Record:
-        version = version or self.latest_version(model)
-        try:
-            return self.records[model][version]._replace(model=model, version=version)
-        except KeyError:
-            raise NoCheckpoint(_missing(model, version)) from None
-
-    def versions(self, model: str) -> list[int]:
-        return sorted(self.records.get(model, {}))
-
-    def models(self) -> list[str]:
-        return sorted(m for m, kept in self.records.items() if kept)
-
-    def reset(self, model: str) -> int:
-        holder = self._holder(model)
-        if holder is not None:
-            raise _held(model, holder)
-        return len(self.records.pop(model, {}))
-
+from stream_learner.errors import CheckpointError, NoCheckpoint, StoreUnavailable
+from stream_learner.state.base import (
+    CHUNK_BYTES,
+    MAX_CHECKPOINT_BYTES,
+    damaged,
+    fenced,
+    held,
+    missing,
+    number,
+    out_of_order,
+)
 
 # KEYS: fence, lease. ARGV: ttl ms, owner. The new token, or false when another owner holds it.
 _ACQUIRE = """
@@ -304,9 +150,9 @@ class RedisStore:
         fence = self._script("renew", "renewing the writer lease", self._lease_keys(model),
                              [token, int(ttl * 1000), owner])
         if fence is None:
-            raise _damaged(self.key(model, "fence"))
+            raise damaged(self.key(model, "fence"))
         if int(fence) != token:
-            raise _fenced(model, token, int(fence))
+            raise fenced(model, token, int(fence))
 
     def release(self, model: str, token: int, owner: str = "") -> None:
         self._script("release", "releasing the writer lease", self._lease_keys(model), [token, owner])
@@ -324,15 +170,15 @@ class RedisStore:
         args = [token, version, keep, self.key(model, "v:"), self.key(model, "announce"), *fields]
         status, value = self._script("save", f"saving checkpoint {model} v{version}", keys, args)
         if status == b"fenced":
-            raise _fenced(model, token, int(value))
+            raise fenced(model, token, int(value))
         if status == b"order":
-            raise _out_of_order(model, version, int(value))
+            raise out_of_order(model, version, int(value))
         if status == b"damaged":
-            raise _damaged(value.decode(errors="replace"))
+            raise damaged(value.decode(errors="replace"))
 
     def latest_version(self, model: str) -> int:
         key = self.key(model, "latest")
-        return _number(self._call("reading the latest version", self.client.get, key), key)
+        return number(self._call("reading the latest version", self.client.get, key), key)
 
     def load(self, model: str, version: int = 0) -> Record:
         """One version's record; its size is checked before its payload is read."""
@@ -342,8 +188,8 @@ class RedisStore:
         header, signature, chunks = (self._call(what, self.client.hmget, key, "header", "signature", "chunks")
                                      if version else (None, None, None))
         if header is None:
-            raise NoCheckpoint(_missing(model, version))
-        count = _number(chunks, f"{key} chunks")
+            raise NoCheckpoint(missing(model, version))
+        count = number(chunks, f"{key} chunks")
         names = [f"payload:{i}" for i in range(count)]
         if count > self._max // self._chunk + 1:
             raise CheckpointError(f"model {model} v{version}: {count} chunks, more than a checkpoint "
@@ -365,7 +211,7 @@ class RedisStore:
     def versions(self, model: str) -> list[int]:
         key = self.key(model, "versions")
         found = self._call("listing versions", self.client.zrange, key, 0, -1)
-        return sorted(_number(v, key) for v in found)
+        return sorted(number(v, key) for v in found)
 
     def models(self) -> list[str]:
         head = f"{{{self._prefix}:"
@@ -376,7 +222,7 @@ class RedisStore:
         keys = [self.key(model, s) for s in ("lease", "versions", "latest")]
         status, value = self._script("reset", f"resetting model {model}", keys, [self.key(model, "v:")])
         if status == b"held":
-            raise _held(model, value.decode(errors="replace"))
+            raise held(model, value.decode(errors="replace"))
         return int(value)
 
     def close(self) -> None:
