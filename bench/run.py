@@ -331,9 +331,8 @@ def offer(bootstrap: str, topic: str, dataset: str, rate: float, count: int) -> 
 
     librdkafka's producer with its default linger (5 ms, counted in the latency measured), the
     cheapest we have: the generator shares the machine's two cores with the broker and the
-    learner, where real upstream producers would not. A 1 ms linger made the broker take ~1,000
-    produce requests a second at 11,500 events/s, and took the learner's p99 from 30 - 35 ms to
-    40 - 228 ms (three alternating runs)."""
+    learner, where real upstream producers would not. A shorter linger costs the broker a
+    produce request every few events, which shows in the learner's tail latency."""
     import confluent_kafka
 
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})

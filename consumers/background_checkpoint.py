@@ -22,7 +22,8 @@ A forked child touches nothing but the state, the store and its two pipes: not t
 clients, whose threads do not exist in it, and it leaves with ``os._exit`` so that no finalizer
 of the parent's objects runs there. A thread of the parent carries the go-ahead to it and
 brings back its report: the loop makes no system call for a checkpoint but the fork, since each
-one hands the GIL to Kafka's client threads and getting it back cost the loop up to 5 ms. If the
+one hands the GIL to the process's other threads, and getting it back can cost the loop up to
+the 5 ms switch interval. If the
 parent dies, the child sees the end of the pipe and exits unsaved; a child already saving is
 fenced like any zombie writer.
 """

@@ -160,9 +160,9 @@ def _store(settings: Settings) -> Any:
 
 
 def _freeze_heap() -> None:
-    """Leave what is alive now (River, SciPy, kafka-python: ~110,000 objects) out of garbage
-    collections: it lives as long as the process, and a full collection over it stopped the
-    learning loop ~100 ms (~2 ms once frozen)."""
+    """Leave what is alive now (River, SciPy and the service's modules) out of garbage
+    collections: it lives as long as the process, and a full collection over it would stop the
+    learning loop for tens of milliseconds."""
     gc.collect()
     gc.freeze()
 

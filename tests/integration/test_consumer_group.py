@@ -46,8 +46,8 @@ def test_a_group_leader_follows_new_partitions_whatever_its_poll_timeout(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
     topic: Callable[..., str],
 ) -> None:
-    # kafka-python 3.0.12 left the leader of a rebalance caused by new partitions with no
-    # partitions at all when a poll gave up while its SyncGroup was in flight.
+    # The leader of a rebalance caused by new partitions gets its share, even when a poll gives
+    # up while its SyncGroup is in flight.
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("grown", partitions=2))
     members = [Member(settings), Member(settings)]
     threads = [InThread(m) for m in members]
@@ -76,8 +76,7 @@ def test_a_poll_hands_over_what_has_arrived_without_waiting_for_a_full_batch(
     topic: Callable[..., str],
 ) -> None:
     # librdkafka's consume() waits for a whole batch or its timeout; a learner at a trickle of
-    # events must not. And kafka-python 3.0.12 could take a poll for idle while a fetch response
-    # it had just buffered waited, and sleep on it.
+    # events must not, nor sleep on a fetch response it has buffered already.
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("steady"))
     producer = make_producer(settings)
     producing = threading.Event()
