@@ -28,11 +28,11 @@ from consumers.kafka_io import (
     source_of,
 )
 from consumers.reloader import Reloader
+from consumers.step import RecordStep
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
 from stream_learner.engine import Engine
 from stream_learner.errors import InvalidEvent, NoCheckpoint, StoreUnavailable
-from stream_learner.events import decode_event
 from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.predictor")
@@ -42,10 +42,10 @@ class Predictor:
     def __init__(self, settings: Settings, store: ModelStore) -> None:
         self.settings = settings
         self.store = store
-        self.fields = settings.event_fields()
-        self.limits = settings.event_limits()
         self.keys = settings.signing_keys()
+        self.step = RecordStep(settings, "frozen")
         self.engine: Engine | None = None
+        self.version = 0  # the model version served
         self.consumer: rdkafka.Consumer | None = None
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
@@ -55,10 +55,6 @@ class Predictor:
         self.assigned: frozenset[tuple[str, int]] = frozenset()
         self.closing = False  # the consumer's close revokes its partitions: committed already
         self.last_commit = time.monotonic()
-
-    @property
-    def version(self) -> int:
-        return self.engine.version if self.engine else 0
 
     def load(self, version: int, stop: threading.Event) -> None:
         """Load ``version`` (0: latest), waiting up to ``wait_for_model`` seconds for one to exist."""
@@ -80,8 +76,8 @@ class Predictor:
         self.swap(ckpt)
 
     def swap(self, ckpt: Checkpoint) -> None:
-        self.engine = Engine(ckpt.state, model_name=self.settings.model, mode="frozen",
-                             version=ckpt.meta.version, learn=False)
+        self.engine = Engine(ckpt.state, learn=False)
+        self.version = ckpt.meta.version
         log.info("serving model %s v%d (%d learned)", ckpt.meta.model, ckpt.meta.version,
                  ckpt.state.learned)
 
@@ -127,24 +123,18 @@ class Predictor:
             self.publisher.close()
 
     def handle(self, record: rdkafka.Message) -> None:
-        """Decode, predict, publish the prediction or the dead letter. Whatever goes wrong
-        with one record is that record's dead letter (``internal_error`` if unforeseen)."""
+        """One record through the step; publish its prediction or its dead letter."""
         assert self.engine is not None and self.publisher is not None and self.letters is not None
         source = source_of(record)
         raw = record.value()
         try:
-            try:
-                event = decode_event(raw, source, self.fields, self.engine.state.task, self.limits)
-                prediction = self.engine.process(event)
-            except InvalidEvent:
-                raise
-            except Exception as exc:
-                raise InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}") from exc
+            answer = self.step(self.engine, raw, source, self.version)
         except InvalidEvent as exc:
             self.letters.count(exc, source)
             self.letters.send(raw, exc, source, self.version)
         else:
-            self.publisher.prediction(event.key or event.id, prediction)
+            assert answer is not None  # a predictor reads no labels
+            self.publisher.prediction(*answer)
         self.positions[(source.topic, source.partition)] = source.offset + 1
 
     def commit(self, wait: bool = True) -> None:

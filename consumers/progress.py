@@ -13,6 +13,8 @@ from typing import Any
 
 import confluent_kafka as rdkafka
 
+from stream_learner.budget import FeatureBudget
+
 log = logging.getLogger("stream_learner.learner")
 
 
@@ -55,3 +57,20 @@ class Progress:
         log.info("%.0f events/s, %d learned, %d dead letters, lag %s, model v%d%s",
                  handled / seconds, learned, dead_letters, "?" if behind is None else behind,
                  version, shown)
+
+
+class BudgetReport:
+    """Says when the feature budget is spent and features are dropped: at most every
+    ``interval`` seconds, and only when more were dropped since."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self.interval = interval
+        self.reported = 0  # features dropped, as last logged
+        self.at = -interval
+
+    def __call__(self, budget: FeatureBudget) -> None:
+        now = time.monotonic()
+        if budget.refused > self.reported and now >= self.at + self.interval:
+            log.warning("the feature budget is spent (--max-features %d): %d features dropped from "
+                        "events so far; new features are not learned", budget.max_features, budget.refused)
+            self.reported, self.at = budget.refused, now

@@ -25,7 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from stream_learner.checkpoint import CheckpointMeta
+from stream_learner.checkpoint import CheckpointMeta, tp_key
+from stream_learner.errors import InvalidEvent
 
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -40,6 +41,57 @@ class RewindPoint:
     meta: CheckpointMeta | None = None
     seq: int = 0
     since: int = 0
+
+
+class Rewind(Exception):
+    """A model raised mid-update: go back to the rewind point and replay without the event."""
+
+
+Where = tuple[str, int, int]  # topic, partition, offset
+
+
+class Rewinder:
+    """The rewind point, the records handled since, and the records the model raised on."""
+
+    def __init__(self) -> None:
+        self.point = RewindPoint()  # the last checkpoint, or a snapshot
+        self.handled = Handled()  # the records since that point, replayed by a rewind
+        self.poisoned: dict[Where, InvalidEvent] = {}  # dead-lettered when they come round again
+        self.snapshot_now = False  # after a model error's dead letter: so no replay repeats it
+        self.model_errors = 0  # consecutive events dead-lettered as model errors
+        self.first_model_error: InvalidEvent | None = None
+
+    def poison(self, where: Where, error: InvalidEvent) -> Rewind:
+        """The model raised on the record at ``where``: what to raise to rewind."""
+        self.poisoned[where] = error
+        return Rewind(error)
+
+    def dead_lettered(self, error: InvalidEvent) -> None:
+        """A model error is dead-lettered: a rewind point follows at once, so that no later
+        rewind replays it."""
+        self.snapshot_now = True
+        self.model_errors += 1
+        if self.model_errors == 1:
+            self.first_model_error = error
+
+    def keep(self, payload: bytes, meta: CheckpointMeta, since: int) -> None:
+        """A snapshot of the state as it is now: the point the next rewind goes to."""
+        self.snapshot_now = False
+        self.point = RewindPoint(payload, meta, self.handled.seq, since)
+        self.handled.drop_before(self.point.seq)
+        self._covered(meta.offsets)
+
+    def saved(self, seq: int, payload: bytes | None, meta: CheckpointMeta) -> None:
+        """A checkpoint of the first ``seq`` records is saved: the new point, unless a later
+        snapshot was kept since."""
+        if seq >= self.point.seq:
+            self.point = RewindPoint(payload, meta if payload is not None else None, seq)
+            self.handled.drop_before(seq)
+        self._covered(meta.offsets)
+
+    def _covered(self, offsets: dict[str, int]) -> None:
+        self.poisoned = {(t, p, o): e for (t, p, o), e in self.poisoned.items()
+                         if o >= offsets.get(tp_key(t, p), 0)}
 
 
 class Handled:

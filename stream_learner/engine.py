@@ -1,17 +1,19 @@
 """The prequential step: predict, then learn from the label if the event has one.
 
-Pure and in-memory: no Kafka, no Redis. The caller feeds decoded events and sends the
-returned prediction bytes wherever it likes.
+Pure and in-memory: no Kafka, no Redis. The caller feeds decoded events, gets ``Prediction``
+values back, and encodes and sends them wherever it likes: the service encodes each one
+between ``predict`` and ``learn`` (consumers/step.py), so that a prediction it cannot send is
+refused before the model learns.
 
 >>> from stream_learner.events import Event, Source
 >>> state = ModelState.fresh("preprocessing.StandardScaler() | linear_model.LogisticRegression()")
->>> engine = Engine(state, model_name="fraud", mode="learn")
+>>> engine = Engine(state)
 >>> e = Event("e-1", None, None, {"amount": 3.0}, True, Source("events", 0, 0))
->>> import json
->>> first = json.loads(engine.process(e))
->>> first["prediction"], first["proba"], first["learned"]
-(False, {'false': 0.5, 'true': 0.5}, 0)
->>> state.learned, json.loads(engine.process(e))["learned"]
+>>> first = engine.predict(e)
+>>> first.y_pred, first.proba, first.learned
+(False, {False: 0.5, True: 0.5}, 0)
+>>> engine.learn(first)
+>>> state.learned, engine.process(e).learned
 (1, 1)
 """
 
@@ -25,7 +27,7 @@ from river import base
 
 from stream_learner.budget import MAX_FEATURES, FeatureBudget
 from stream_learner.errors import InvalidEvent
-from stream_learner.events import Event, Label, LateLabel, encode_prediction
+from stream_learner.events import Event, Label, LateLabel, Prediction
 from stream_learner.metrics import PrequentialMetrics
 from stream_learner.models import build_model, infer_task
 from stream_learner.pending import PendingLabels, Waiting
@@ -70,13 +72,9 @@ class Engine:
     on the features the model knows only (``FeatureBudget.restrict``), so that serving never
     changes the model."""
 
-    def __init__(self, state: ModelState, *, model_name: str, mode: str, version: int = 0,
-                 learn: bool = True, max_classes: int = MAX_CLASSES) -> None:
+    def __init__(self, state: ModelState, *, learn: bool = True, max_classes: int = MAX_CLASSES) -> None:
         self.state = state
-        self.model_name = model_name
-        self.mode = mode
-        self.version = version
-        self.learn = learn
+        self.learns = learn
         self._is_classifier = state.task != "regression"
         self._max_classes = 2 if state.task == "binary" else max_classes
         self._classes = set(state.classes)
@@ -84,7 +82,7 @@ class Engine:
     def check(self, event: Event) -> None:
         """Refuse what the model must not see: a third class for a binary model, or a class
         beyond ``max_classes`` for a multiclass one."""
-        if self.learn and event.y is not None and self._is_classifier:
+        if self.learns and event.y is not None and self._is_classifier:
             self._check_class(event.y)
 
     def _check_class(self, y: Label) -> None:
@@ -96,7 +94,7 @@ class Engine:
             classes.append(y)
             self._classes.add(y)
 
-    def predict(self, x: dict[str, Any]) -> tuple[Label | None, dict[Any, float] | None]:
+    def _predict(self, x: dict[str, Any]) -> tuple[Label | None, dict[Any, float] | None]:
         model: Any = self.state.model
         if self._is_classifier:
             proba: dict[Any, float] = model.predict_proba_one(x)
@@ -104,36 +102,43 @@ class Engine:
             return (max(proba, key=proba.__getitem__) if proba else None), proba
         return model.predict_one(x), None
 
-    def process(self, event: Event) -> bytes:
-        """Predict, encode the prediction, update the metrics and learn; return the encoded
-        prediction. A prediction that cannot be encoded is refused before the model learns."""
+    def predict(self, event: Event) -> Prediction:
+        """What the model says of ``event``, as it is now; the model does not change (a frozen
+        engine predicts on the features the model knows only)."""
         self.check(event)
         state = self.state
-        x = state.features.admit(event.x) if self.learn else state.features.restrict(event.x)
-        learned = state.learned  # the exact model state that makes this prediction
+        x = state.features.admit(event.x) if self.learns else state.features.restrict(event.x)
         try:
-            y_pred, proba = self.predict(x)
+            y_pred, proba = self._predict(x)
         except Exception as exc:
             raise InvalidEvent("model_error", f"predict failed: {type(exc).__name__}: {exc}") from exc
-        try:
-            encoded = encode_prediction(event, y_pred, proba, self.model_name, self.version, self.mode,
-                                        learned)
-        except (TypeError, ValueError) as exc:  # orjson's JSONEncodeError is a TypeError
-            raise InvalidEvent("model_error", f"the prediction cannot be encoded: {exc}") from exc
-        if self.learn:
-            pending = state.pending
-            y = event.y
-            if y is None and pending is not None:
-                y = pending.claim(event.id)  # its label came first
-            if y is not None:
-                state.metrics.update(y, y_pred, proba)
-                self._learn(event.id, x, y)
-                if pending is not None:
-                    self._expire(pending.advance(event.ts))
-            elif pending is not None:
-                ts = event.ts if event.ts is not None else pending.watermark
-                self._expire(pending.add(event.id, Waiting(x, y_pred, proba, ts)))
-        return encoded
+        return Prediction(event, y_pred, proba, state.learned, x)
+
+    def learn(self, prediction: Prediction) -> None:
+        """Score the prediction and learn the event's label; an event without one waits for
+        its late label (when a labels topic is configured). A frozen engine learns nothing."""
+        if not self.learns:
+            return
+        state, event = self.state, prediction.event
+        pending = state.pending
+        y = event.y
+        if y is None and pending is not None:
+            y = pending.claim(event.id)  # its label came first
+        if y is not None:
+            state.metrics.update(y, prediction.y_pred, prediction.proba)
+            self._learn(event.id, prediction.x, y)
+            if pending is not None:
+                self._expire(pending.advance(event.ts))
+        elif pending is not None:
+            ts = event.ts if event.ts is not None else pending.watermark
+            waiting = Waiting(prediction.x, prediction.y_pred, prediction.proba, ts)
+            self._expire(pending.add(event.id, waiting))
+
+    def process(self, event: Event) -> Prediction:
+        """``predict``, then ``learn``: River's prequential step, for use in-process."""
+        prediction = self.predict(event)
+        self.learn(prediction)
+        return prediction
 
     def label(self, label: LateLabel) -> bool:
         """Learn a late label with the features kept for its event, and score the prediction

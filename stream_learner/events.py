@@ -63,8 +63,7 @@ class FieldNames:
 
 
 # One Source and one Event per message: not frozen, since a frozen dataclass's __init__ sets
-# each field through object.__setattr__, ~0.9 us more per message for the two
-# (docs/performance.md, item 22).
+# each field through object.__setattr__, ~0.9 us more per message for the two.
 @dataclass(slots=True)
 class Source:
     """Where a message came from; Kafka timestamps are in milliseconds."""
@@ -90,6 +89,17 @@ class Event:
     @property
     def labelled(self) -> bool:
         return self.y is not None
+
+
+@dataclass(slots=True)
+class Prediction:
+    """What a model said of one event, and the features it said it from (what it learns)."""
+
+    event: Event
+    y_pred: Label | None
+    proba: dict[Any, float] | None
+    learned: int  # the events the model had learned when it said it: its exact state
+    x: Features
 
 
 def _reject_constant(name: str) -> Any:
@@ -326,12 +336,13 @@ def check_label(y: Any, task: str, limits: Limits = LIMITS) -> Label | None:
     return label
 
 
-def encode_prediction(event: Event, prediction: Label | None, proba: dict[Any, float] | None,
-                      model: str, version: int, mode: str, learned: int) -> bytes:
-    """The prediction message (docs/contracts.md); ``learned`` pins the exact model state."""
+def encode_prediction(prediction: Prediction, *, model: str, version: int, mode: str) -> bytes:
+    """The prediction message (docs/contracts.md); ``learned`` pins the exact model state.
+    ``TypeError`` or ``ValueError`` when a model's output is not JSON."""
+    event, proba = prediction.event, prediction.proba
     doc: dict[str, Any] = {
-        "id": event.id, "key": event.key, "prediction": prediction,
-        "model": model, "model_version": version, "learned": learned, "mode": mode,
+        "id": event.id, "key": event.key, "prediction": prediction.y_pred,
+        "model": model, "model_version": version, "learned": prediction.learned, "mode": mode,
         "source": str(event.source), "ts": event.ts,
     }
     if proba is not None:

@@ -27,7 +27,7 @@ Kind = type[ForkedCheckpoint] | type[PickledCheckpoint]
 
 def trained(events: int) -> tuple[ModelState, Engine]:
     state = ModelState.fresh(SPEC)
-    engine = Engine(state, model_name="m", mode="learn")
+    engine = Engine(state)
     feed(engine, 0, events)
     return state, engine
 

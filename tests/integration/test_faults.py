@@ -32,6 +32,10 @@ from tests.integration.helpers import (
 from tools.localstack import KafkaBroker, RedisServer
 
 
+def failed_checkpoints(learner: Learner) -> int:
+    return learner.checkpoints.failures if learner.checkpoints is not None else 0
+
+
 def digest(count: int, prefix: str = "e") -> int:
     return sum(id_hash(f"{prefix}-{i}") for i in range(count)) % 2**64
 
@@ -63,7 +67,7 @@ def test_redis_outage_learning_goes_on_and_checkpoints_resume(
         read_topic(kafka.bootstrap, learn.predictions_topic, 900)
         served = read_topic(kafka.bootstrap, serve.predictions_topic, 300)
         assert {m.json()["model_version"] for m in served} == {predictor.version}
-        wait_for("a failed checkpoint attempt", lambda: learner.failures >= 1)
+        wait_for("a failed checkpoint attempt", lambda: failed_checkpoints(learner) >= 1)
 
         redis.start()  # same port, same append-only file
         survived = load_checkpoint(learn, acknowledged.version)
@@ -161,7 +165,7 @@ def test_a_stalled_redis_holds_up_no_prediction_and_a_save_whose_answer_was_lost
             learning.check()
             serving.check()
             # A save sent to the stopped Redis times out; Redis runs it once it wakes.
-            wait_for("a checkpoint to time out", lambda: learner.failures >= 1, timeout=10)
+            wait_for("a checkpoint to time out", lambda: failed_checkpoints(learner) >= 1, timeout=10)
             ours = [r for r in caplog.records
                     if r.name.startswith("stream_learner") and r.levelno >= logging.WARNING]
             assert len(ours) < 20, [r.getMessage() for r in ours]  # a line per attempt, not per pass

@@ -60,7 +60,7 @@ def oracle(messages: Sequence[bytes | None], topic: str, timestamps: list[int] |
     """What the service must do: the same core, as if an event the model raised on never came."""
     letters: dict[int, str] = {}
     while True:
-        engine = Engine(ModelState.fresh(SPEC), model_name="m", mode="learn")
+        engine = Engine(ModelState.fresh(SPEC))
         for offset, raw in enumerate(messages):
             if offset in letters:
                 continue

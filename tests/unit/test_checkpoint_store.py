@@ -265,7 +265,7 @@ def test_trained_river_models_pass_the_allow_list(spec: str) -> None:
     from stream_learner.events import Event, Source
 
     state = ModelState.fresh(spec, window=50)
-    engine = Engine(state, model_name="m", mode="learn")
+    engine = Engine(state)
     data = datasets.TrumpApproval() if state.task == "regression" else datasets.Phishing()
     for i, (x, y) in enumerate(data):
         if i == 200:

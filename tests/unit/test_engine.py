@@ -12,7 +12,7 @@ from river import datasets, evaluate, linear_model, metrics, preprocessing, tree
 
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import InvalidEvent, ModelSpecError
-from stream_learner.events import Event, Source
+from stream_learner.events import Event, Source, encode_prediction
 from stream_learner.models import build_model, infer_task
 
 
@@ -31,7 +31,7 @@ def events(dataset: Iterable[tuple[dict[str, Any], Any]], labelled: bool = True)
 ])
 def test_prequential_metric_equals_progressive_val_score(spec, dataset, oracle_model, oracle_metric):  # type: ignore[no-untyped-def]
     state = ModelState.fresh(spec)
-    engine = Engine(state, model_name="m", mode="learn")
+    engine = Engine(state)
     for event in events(dataset):
         engine.process(event)
     expected = oracle_metric()
@@ -48,7 +48,7 @@ def test_prequential_metric_equals_progressive_val_score(spec, dataset, oracle_m
 ])
 def test_rolling_metrics_equal_rivers_rolling(spec: str, dataset: Any) -> None:
     state = ModelState.fresh(spec, window=100)
-    engine = Engine(state, model_name="m", mode="learn")
+    engine = Engine(state)
     oracle_model = build_model(spec)
     oracles = [utils.Rolling(type(m), window_size=100) for m in state.metrics.cumulative]
     for event in events(dataset):
@@ -71,20 +71,20 @@ def test_rolling_metrics_equal_rivers_rolling(spec: str, dataset: Any) -> None:
 def test_frozen_engine_never_learns() -> None:
     rows = list(datasets.Phishing())
     state = ModelState.fresh("preprocessing.StandardScaler() | linear_model.LogisticRegression()")
-    trainer = Engine(state, model_name="m", mode="learn")
+    trainer = Engine(state)
     for event in events(rows[:100]):
         trainer.process(event)
 
-    engine = Engine(state, model_name="m", mode="frozen", learn=False)
+    engine = Engine(state, learn=False)
     before = pickle.dumps(state)
-    outputs = [json.loads(engine.process(e)) for e in events(rows[100:])]
+    outputs = [engine.process(e) for e in events(rows[100:])]
     assert pickle.dumps(state) == before
-    assert {o["mode"] for o in outputs} == {"frozen"}
+    assert {o.learned for o in outputs} == {100} and all(o.proba for o in outputs)
 
 
 def test_a_third_class_is_refused_by_a_binary_model() -> None:
     state = ModelState.fresh("linear_model.LogisticRegression()")
-    engine = Engine(state, model_name="m", mode="learn")
+    engine = Engine(state)
     for y in (True, False, True):
         engine.process(Event("e", None, None, {"a": 1.0}, y, Source("t", 0, 0)))
     with pytest.raises(InvalidEvent, match="new_class"):
@@ -94,7 +94,7 @@ def test_a_third_class_is_refused_by_a_binary_model() -> None:
 
 def test_model_errors_become_dead_letters() -> None:
     state = ModelState.fresh("linear_model.LinearRegression()")
-    engine = Engine(state, model_name="m", mode="learn")
+    engine = Engine(state)
     with pytest.raises(InvalidEvent) as info:
         engine.process(Event("e", None, None, {"a": "text"}, 1.0, Source("t", 0, 0)))
     assert info.value.reason == "model_error"
@@ -131,10 +131,10 @@ def test_factory_specs_build_custom_models() -> None:
 def test_a_frozen_model_is_byte_identical_after_100k_events_with_unseen_features() -> None:
     rows = list(datasets.Phishing())
     state = ModelState.fresh("preprocessing.StandardScaler() | linear_model.LogisticRegression()")
-    learner = Engine(state, model_name="m", mode="learn")
+    learner = Engine(state)
     for event in events(rows):
         learner.process(event)
-    frozen = Engine(pickle.loads(pickle.dumps(state)), model_name="m", mode="frozen", learn=False)
+    frozen = Engine(pickle.loads(pickle.dumps(state)), learn=False)
     before = pickle.dumps(frozen.state)
     for i in range(100_000):
         x, _ = rows[i % len(rows)]
@@ -143,13 +143,14 @@ def test_a_frozen_model_is_byte_identical_after_100k_events_with_unseen_features
     assert pickle.dumps(frozen.state) == before
     # It predicts as the learner's model does on what that model knows.
     x, _ = rows[0]
-    assert frozen.predict({**x, "new-0": 1.0}) == learner.predict(x)
+    seen = frozen.predict(Event("u", None, None, {**x, "new-0": 1.0}, None, Source("t", 0, 0)))
+    assert seen.proba == learner.predict(Event("u", None, None, x, None, Source("t", 0, 0))).proba
 
 
 def test_the_feature_budget_bounds_what_a_model_grows_by() -> None:
     state = ModelState.fresh("preprocessing.StandardScaler() | linear_model.LogisticRegression()",
                              max_features=12)
-    engine = Engine(state, model_name="m", mode="learn")
+    engine = Engine(state)
     rows = list(datasets.Phishing())[:200]
     for i, (x, y) in enumerate(rows):
         engine.process(Event(f"e-{i}", None, None, {**x, f"new-{i}": 1.0}, y, Source("t", 0, i)))
@@ -160,7 +161,7 @@ def test_the_feature_budget_bounds_what_a_model_grows_by() -> None:
 
 def test_a_multiclass_model_learns_at_most_max_classes() -> None:
     state = ModelState.fresh("tree.HoeffdingTreeClassifier()")
-    engine = Engine(state, model_name="m", mode="learn", max_classes=3)
+    engine = Engine(state, max_classes=3)
     for i in range(3):
         engine.process(Event(f"e-{i}", None, None, {"a": 1.0}, f"class-{i}", Source("t", 0, i)))
     with pytest.raises(InvalidEvent) as info:
@@ -173,11 +174,12 @@ def test_the_largest_prediction_a_multiclass_model_can_make_fits_kafkas_default_
     from stream_learner.events import MAX_LABEL_CHARS
 
     state = ModelState.fresh("tree.HoeffdingTreeClassifier()")
-    engine = Engine(state, model_name="m" * 1024, mode="learn")
+    engine = Engine(state)
     worst = "\u0001" * MAX_LABEL_CHARS  # each character escaped as \\u0001: 6 bytes
     for i in range(1000):
         label = f"{i}{worst}"[:MAX_LABEL_CHARS]
         engine.process(Event("i" * 1024, "k" * 1024, 1.0, {"a": float(i)}, label, Source("t", 0, i)))
-    prediction = engine.process(Event("i" * 1024, "k" * 1024, 1.0, {"a": 1.0}, None, Source("t", 0, 1000)))
+    made = engine.process(Event("i" * 1024, "k" * 1024, 1.0, {"a": 1.0}, None, Source("t", 0, 1000)))
+    prediction = encode_prediction(made, model="m" * 1024, version=2**63, mode="learn")
     assert len(json.loads(prediction)["proba"]) == 1000
     assert len(prediction) < 1_000_000

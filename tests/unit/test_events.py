@@ -10,6 +10,7 @@ from stream_learner.events import (
     Event,
     FieldNames,
     Limits,
+    Prediction,
     Source,
     decode_event,
     decode_label,
@@ -80,7 +81,8 @@ def test_oversized_messages_are_rejected_unread() -> None:
 
 def test_prediction_names_the_model_version() -> None:
     event = decode_event(b'{"id": "e-1", "key": "k", "x": {}}', SRC, FieldNames(), "binary")
-    doc = json.loads(encode_prediction(event, True, {True: 0.91, False: 0.09}, "fraud", 42, "learn", 7))
+    prediction = Prediction(event, True, {True: 0.91, False: 0.09}, learned=7, x={})
+    doc = json.loads(encode_prediction(prediction, model="fraud", version=42, mode="learn"))
     assert doc == {"id": "e-1", "key": "k", "prediction": True, "proba": {"true": 0.91, "false": 0.09},
                    "model": "fraud", "model_version": 42, "learned": 7, "mode": "learn",
                    "source": "events/2/41", "ts": 1764086400.5}

@@ -68,7 +68,7 @@ def test_deep_nesting(depth: int, opener: bytes) -> None:
 @given(st.lists(events, min_size=1, max_size=40))
 def test_no_hostile_stream_puts_nan_into_a_linear_model(docs: list[dict[str, Any]]) -> None:
     state = ModelState.fresh("preprocessing.StandardScaler() | linear_model.LinearRegression()")
-    engine = Engine(state, model_name="m", mode="learn")
+    engine = Engine(state)
     good = {"x": {"a": 1.0, "b": 2.0}, "y": 3.0}
     for doc in [good, *docs, good]:
         try:

@@ -15,7 +15,7 @@ SPEC = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"
 
 def engine_with(pending: PendingLabels, default_label: object = None) -> Engine:
     state = ModelState.fresh(SPEC, pending=pending, default_label=default_label)  # type: ignore[arg-type]
-    return Engine(state, model_name="m", mode="learn")
+    return Engine(state)
 
 
 def event(i: int | str, x: dict[str, float], ts: float, y: object = None) -> Event:
@@ -79,7 +79,7 @@ def test_pending_is_bounded_and_expiry_can_learn_a_default_label() -> None:
 
 
 def test_a_label_without_pending_support_is_refused() -> None:
-    engine = Engine(ModelState.fresh(SPEC), model_name="m", mode="learn")
+    engine = Engine(ModelState.fresh(SPEC))
     with pytest.raises(InvalidEvent, match="unexpected_label"):
         engine.label(label("a", True, 0.0))
 

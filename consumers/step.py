@@ -1,0 +1,54 @@
+"""One record, from its bytes to its answer: the same step for the learner and a predictor.
+
+decode -> predict -> encode -> learn. The prediction is encoded before the model learns, so
+that a prediction that cannot be sent is refused (``model_error``) with the model unchanged.
+Whatever else goes wrong with one record is that record's ``InvalidEvent`` (``internal_error``
+when unforeseen): the record is dead-lettered, never the process stopped.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from stream_learner.config import Settings
+from stream_learner.engine import Engine
+from stream_learner.errors import InvalidEvent
+from stream_learner.events import Source, decode_event, decode_label, encode_prediction
+
+
+class Answer(NamedTuple):
+    """A prediction as it goes to the predictions topic."""
+
+    key: str  # the event's key, or its id
+    value: bytes
+
+
+class RecordStep:
+    """The per-record step of ``mode`` (learn or frozen) for one model."""
+
+    def __init__(self, settings: Settings, mode: str) -> None:
+        self.model = settings.model
+        self.mode = mode
+        self.fields = settings.event_fields()
+        self.limits = settings.event_limits()
+        self.labels_topic = settings.labels_topic if mode == "learn" else ""
+
+    def __call__(self, engine: Engine, raw: bytes | None, source: Source, version: int) -> Answer | None:
+        """The answer to one record, or None for a late label; ``version``: the model's."""
+        try:
+            if self.labels_topic and source.topic == self.labels_topic:
+                engine.label(decode_label(raw, source, self.fields, engine.state.task, self.limits))
+                return None
+            prediction = engine.predict(decode_event(raw, source, self.fields, engine.state.task,
+                                                     self.limits))
+            try:
+                value = encode_prediction(prediction, model=self.model, version=version, mode=self.mode)
+            except (TypeError, ValueError) as exc:  # orjson's JSONEncodeError is a TypeError
+                raise InvalidEvent("model_error", f"the prediction cannot be encoded: {exc}") from exc
+            engine.learn(prediction)
+            event = prediction.event
+            return Answer(event.key or event.id, value)
+        except InvalidEvent:
+            raise
+        except Exception as exc:
+            raise InvalidEvent("internal_error", f"{type(exc).__name__}: {exc}") from exc
