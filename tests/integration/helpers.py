@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -15,9 +13,12 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream_learner.checkpoint import Checkpoint, CheckpointMeta, open_record, read_meta
-from stream_learner.config import Settings, env_var
+from stream_learner.config import Settings
 from stream_learner.state.redis import RedisStore
-from tools.localstack import ROOT, KafkaBroker, RedisServer, die_with_parent
+from tools import service
+from tools.events import Row, dataset_rows
+from tools.localstack import KafkaBroker, RedisServer
+from tools.service import service_env
 
 KEY = "integration-test-key"
 
@@ -44,31 +45,9 @@ def make_settings(kafka: KafkaBroker, redis_server: RedisServer, unique: Callabl
     return replace(base, **overrides)
 
 
-def settings_env(settings: Settings, omit: tuple[str, ...] = ()) -> dict[str, str]:
-    """The settings as STREAM_LEARNER_* variables, for a subprocess (but those in ``omit``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
-    for name, value in vars(settings).items():
-        if name not in omit:
-            env[env_var(name)] = str(value)
-    return env
-
-
-def phishing() -> list[tuple[dict[str, Any], bool]]:
+def phishing() -> list[Row]:
     """Phishing as the service sees it: through a JSON round trip."""
-    from river import datasets
-
-    return [(json.loads(json.dumps(x)), y) for x, y in datasets.Phishing()]
-
-
-def event_bytes(rows: Iterable[tuple[dict[str, Any], Any]], prefix: str = "e", start: int = 0,
-                labelled: bool = True) -> list[tuple[str, bytes]]:
-    out = []
-    for i, (x, y) in enumerate(rows, start):
-        doc: dict[str, Any] = {"id": f"{prefix}-{i}", "x": x}
-        if labelled:
-            doc["y"] = y
-        out.append((doc["id"], json.dumps(doc).encode()))
-    return out
+    return dataset_rows("Phishing")
 
 
 def produce(bootstrap: str, topic: str, messages: Iterable[tuple[str | None, bytes]]) -> int:
@@ -145,12 +124,9 @@ class InThread:
 
 
 def spawn(command: str, settings: Settings, *extra: str, omit: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-    """``stream-learner <command>`` as a real process, configured through its environment."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "stream_learner.cli", command, *extra],
-        env=settings_env(settings, omit), cwd=ROOT, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
-    )
+    """``stream-learner <command>`` as a real process, configured through its environment, its
+    output (stderr too) on a text pipe."""
+    return service.spawn(command, service_env(settings, omit), *extra, text=True)
 
 
 def store_for(settings: Settings) -> RedisStore:

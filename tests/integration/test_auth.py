@@ -16,7 +16,6 @@ from stream_learner.state.redis import RedisStore
 from tests.integration.helpers import (
     KEY,
     InThread,
-    event_bytes,
     make_settings,
     phishing,
     produce,
@@ -25,6 +24,7 @@ from tests.integration.helpers import (
     wait_for,
     wait_learned,
 )
+from tools.events import event_bytes
 from tools.localstack import KafkaBroker, RedisServer
 
 

@@ -12,7 +12,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -34,11 +33,11 @@ from tests.integration.helpers import (
     phishing,
     produce,
     read_all,
-    settings_env,
     wait_for,
     wait_learned,
 )
-from tools.localstack import ROOT, KafkaBroker, RedisServer, die_with_parent
+from tools.localstack import KafkaBroker, RedisServer
+from tools.service import service_env, spawn
 
 # (crash point, at its nth hit, with checkpoints forked): the small model of these tests is
 # pickled in the loop unless --checkpoint-inline-bytes is 0, so both writers are crashed.
@@ -60,11 +59,10 @@ def make_events(count: int, prefix: str) -> list[tuple[str, bytes, bool]]:
 
 
 def start_learner(settings: Settings, crash_at: str = "", forked: bool = False) -> subprocess.Popen[bytes]:
-    env = settings_env(replace(settings, checkpoint_inline_bytes=0) if forked else settings)
+    env = service_env(replace(settings, checkpoint_inline_bytes=0) if forked else settings)
     if crash_at:
         env["SL_TEST_CRASH_AT"] = crash_at
-    return subprocess.Popen([sys.executable, "-m", "stream_learner.cli", "learn"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
+    return spawn("learn", env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 class Feeder:

@@ -18,7 +18,6 @@ from stream_learner.engine import id_hash
 from tests.integration.conftest import create_topic
 from tests.integration.helpers import (
     InThread,
-    event_bytes,
     load_checkpoint,
     make_settings,
     phishing,
@@ -29,6 +28,7 @@ from tests.integration.helpers import (
     wait_for,
     wait_learned,
 )
+from tools.events import event_bytes
 from tools.localstack import KafkaBroker, RedisServer
 
 

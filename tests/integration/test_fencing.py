@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -19,16 +17,16 @@ from stream_learner.engine import id_hash
 from stream_learner.errors import FencedError
 from stream_learner.state.redis import RedisStore
 from tests.integration.helpers import (
-    event_bytes,
     load_checkpoint,
     make_settings,
     phishing,
     produce,
-    settings_env,
     wait_for,
     wait_learned,
 )
-from tools.localstack import ROOT, KafkaBroker, RedisServer, die_with_parent
+from tools.events import event_bytes
+from tools.localstack import KafkaBroker, RedisServer
+from tools.service import service_env, spawn
 
 
 class Learn:
@@ -36,10 +34,7 @@ class Learn:
 
     def __init__(self, settings: Settings, log: Path) -> None:
         self.log_path = log
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "stream_learner.cli", "learn"],
-                                         env=settings_env(settings), cwd=ROOT, stdout=out,
-                                         stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        self.proc = spawn("learn", service_env(settings), stdout=log)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

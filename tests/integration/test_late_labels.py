@@ -20,7 +20,6 @@ from stream_learner.config import Settings
 from stream_learner.engine import id_hash
 from tests.integration.helpers import (
     InThread,
-    event_bytes,
     latest_meta,
     load_checkpoint,
     make_settings,
@@ -33,6 +32,7 @@ from tests.integration.helpers import (
     wait_learned,
 )
 from tests.integration.test_chaos import start_learner
+from tools.events import event_bytes
 from tools.localstack import KafkaBroker, RedisServer
 
 DELAY = 50

@@ -25,7 +25,6 @@ from stream_learner.config import Settings
 from tests.integration.helpers import (
     KEY,
     InThread,
-    event_bytes,
     latest_meta,
     load_checkpoint,
     make_settings,
@@ -38,6 +37,7 @@ from tests.integration.helpers import (
     wait_for,
     wait_learned,
 )
+from tools.events import event_bytes
 from tools.localstack import KafkaBroker, RedisServer
 
 SPEC = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"

@@ -16,7 +16,6 @@ from consumers.predictor import Predictor
 from tests.integration.helpers import (
     InThread,
     Message,
-    event_bytes,
     latest_meta,
     learn_all,
     make_settings,
@@ -27,6 +26,7 @@ from tests.integration.helpers import (
     store_for,
     wait_for,
 )
+from tools.events import event_bytes
 from tools.localstack import KafkaBroker, RedisServer, create_topics
 
 # Raises on a string feature: the model error these tests need (the default model one-hot encodes it).

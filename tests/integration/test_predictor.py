@@ -15,20 +15,21 @@ from consumers.learner import Learner
 from consumers.predictor import Predictor
 from tests.integration.helpers import (
     InThread,
-    event_bytes,
     latest_meta,
     learn_all,
     make_settings,
     phishing,
     produce,
     read_topic,
-    settings_env,
     spawn,
     store_for,
     wait_for,
     wait_learned,
 )
+from tools import service
+from tools.events import event_bytes
 from tools.localstack import ROOT, KafkaBroker, RedisServer
+from tools.service import service_env
 
 
 def test_frozen_model_never_changes_and_hot_reloads_without_loss_or_duplicates(
@@ -174,9 +175,8 @@ def test_your_own_model_a_predictor_that_cannot_import_its_module_says_so(
     learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"),
                           model_spec="mymodels:fraud_model")
     produce(kafka.bootstrap, learn.events_topic, event_bytes(rows))
-    learner = subprocess.Popen([sys.executable, "-m", "stream_learner.cli", "learn"], cwd=ROOT,
-                               env={**settings_env(learn), "PYTHONPATH": str(tmp_path)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    learner = service.spawn("learn", {**service_env(learn), "PYTHONPATH": str(tmp_path)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, die_with_parent=False)
     try:
         wait_learned(learn, len(rows))
     finally:
@@ -187,7 +187,7 @@ def test_your_own_model_a_predictor_that_cannot_import_its_module_says_so(
 
     def serve_with(env: dict[str, str]) -> tuple[int, str]:
         proc = subprocess.run([sys.executable, "-m", "stream_learner.cli", "serve"], cwd=ROOT,
-                              env={**settings_env(serve), **env}, capture_output=True, text=True, timeout=60)
+                              env={**service_env(serve), **env}, capture_output=True, text=True, timeout=60)
         return proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()[-1]
 
     code, last = serve_with({})
