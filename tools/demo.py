@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +24,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from stream_learner.checkpoint import read_meta
 from stream_learner.errors import StreamLearnerError
 from stream_learner.state.redis import RedisStore
-from tools.localstack import HOST, ROOT, DevStack, StackError
-
-
-def dataset_events(name: str, repeat: int) -> Iterator[tuple[str, bytes]]:
-    from river import datasets
-
-    rows = list(getattr(datasets, name)())
-    for rep in range(repeat):
-        for i, (x, y) in enumerate(rows):
-            event_id = f"{name}-{rep}-{i}"
-            yield event_id, json.dumps({"id": event_id, "x": x, "y": y}, default=float).encode()
-
-
-def spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "stream_learner.cli", command], env=env, cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+from tools.events import dataset_rows, event_bytes
+from tools.localstack import HOST, DevStack, StackError
+from tools.service import service_env, spawn
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,22 +67,22 @@ def stream(args: argparse.Namespace, stack: DevStack, processes: list[subprocess
     bootstrap = f"{HOST}:{stack.kafka_port}"
     redis_url = f"redis://{HOST}:{stack.redis_port}/0"
     run = f"demo-{int(time.time())}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
-    env = {**base, "STREAM_LEARNER_BOOTSTRAP_SERVERS": bootstrap, "STREAM_LEARNER_REDIS_URL": redis_url,
-           "STREAM_LEARNER_HMAC_KEY": secrets.token_hex(16), "STREAM_LEARNER_MODEL": run,
-           "STREAM_LEARNER_EVENTS_TOPIC": f"{run}.events", "STREAM_LEARNER_DEAD_LETTER_TOPIC": f"{run}.dlq",
-           "STREAM_LEARNER_CHECKPOINT_EVERY": "1000", "STREAM_LEARNER_CHECKPOINT_INTERVAL": "1"}
-    learner_env = {**env, "STREAM_LEARNER_PREDICTIONS_TOPIC": f"{run}.predictions"}
-    serve_env = {**env, "STREAM_LEARNER_PREDICTIONS_TOPIC": f"{run}.predictions.frozen",
-                 "STREAM_LEARNER_WAIT_FOR_MODEL": "120"}
+    common = {"bootstrap_servers": bootstrap, "redis_url": redis_url, "hmac_key": secrets.token_hex(16),
+              "model": run, "events_topic": f"{run}.events", "dead_letter_topic": f"{run}.dlq",
+              "checkpoint_every": 1000, "checkpoint_interval": 1}
+    learner_env = service_env({**common, "predictions_topic": f"{run}.predictions"})
+    serve_env = service_env({**common, "predictions_topic": f"{run}.predictions.frozen",
+                             "wait_for_model": 120})
     logs = stack.directory / run
     logs.mkdir(parents=True, exist_ok=True)
     store = RedisStore(redis_url)
     try:
-        events = list(dataset_events(args.dataset, args.repeat))
+        rows = dataset_rows(args.dataset)
+        events = [e for rep in range(args.repeat) for e in event_bytes(rows, f"{args.dataset}-{rep}")]
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
-        processes.append(spawn("learn", learner_env, logs / "learner.log"))
-        processes.append(spawn("serve", serve_env, logs / "predictor.log"))
+        # ``main`` kills and reaps them on the way out, Ctrl-C included.
+        processes.append(spawn("learn", learner_env, stdout=logs / "learner.log", die_with_parent=False))
+        processes.append(spawn("serve", serve_env, stdout=logs / "predictor.log", die_with_parent=False))
         watch = KafkaConsumer(f"{run}.predictions", f"{run}.predictions.frozen", bootstrap_servers=bootstrap,
                               group_id=None, auto_offset_reset="earliest")
         print(f"demo {run}: {len(events)} {args.dataset} events at {args.rate:.0f}/s (logs in {logs})")
