@@ -28,9 +28,7 @@ import os
 import pickle
 import platform
 import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,14 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from consumers.kafka_io import make_consumer, make_producer, poll  # noqa: E402
-from stream_learner.config import Settings, env_var  # noqa: E402
-from tools.localstack import (  # noqa: E402
-    KAFKA_VERSION,
-    KafkaBroker,
-    RedisServer,
-    create_topics,
-    die_with_parent,
-)
+from stream_learner.config import Settings  # noqa: E402
+from tools.events import dataset_events  # noqa: E402
+from tools.localstack import KAFKA_VERSION, KafkaBroker, RedisServer, create_topics  # noqa: E402
+from tools.service import service_env, spawn, stop  # noqa: E402
 
 # kafka-python wakes its IO thread on every send once a partition has two batches queued, and
 # each wakeup hands the GIL over: 16 KiB batches (its default) halve its producer's throughput.
@@ -77,15 +71,10 @@ CHECKPOINT_MODELS = {
 SPEED_MODEL = CHECKPOINT_MODELS["logreg"]
 
 
-def dataset_events(name: str, count: int) -> list[bytes]:
-    from river import datasets
-
-    rows = list(getattr(datasets, name)())
-    out = []
-    for i in range(count):
-        x, y = rows[i % len(rows)]
-        out.append(json.dumps({"id": f"b-{i}", "x": x, "y": y}, default=float).encode())
-    return out
+def bench_events(dataset: str, count: int) -> list[bytes]:
+    """``count`` events of ``dataset``, the ids ``b-0`` onwards: just the bytes, which is all the
+    loops, producers and load generator of the bench send."""
+    return [raw for _, raw in dataset_events(dataset, count, "b")]
 
 
 def user_model(spec: str) -> tuple[Any, Callable[[dict[str, Any]], Any]]:
@@ -228,27 +217,6 @@ def output_span(bootstrap: str, topic: str, count: int, timeout: float = 600
     return min(stamps) / 1000, max(stamps) / 1000, records
 
 
-def service_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
-    env.update({env_var(k): str(v) for k, v in vars(settings).items()})
-    return env
-
-
-def spawn(command: str, settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "stream_learner.cli", command], cwd=ROOT,
-                                env=service_env(settings), stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=die_with_parent)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(120)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 def events_per_second(first: float, last: float, count: int) -> float:
     return count / max(last - first, 1e-3)
 
@@ -259,12 +227,12 @@ def checkpoint_cost(settings: Settings, bootstrap: str, dataset: str, spec: str,
     read what each checkpoint during the run cost from its log."""
     topic = f"bench.ckpt.{abs(hash(spec)) % 10**8}.{time.time_ns()}"
     create_topics(bootstrap, [topic, topic + ".out"])
-    produce(bootstrap, topic, dataset_events(dataset, count))
+    produce(bootstrap, topic, bench_events(dataset, count))
     s = Settings(**{**vars(settings), "events_topic": topic, "model": topic, "model_spec": spec,
                     "predictions_topic": topic + ".out", "checkpoint_every": every,
                     "checkpoint_interval": 3600.0})
     log = workdir / f"{topic}.log"
-    learner = spawn("learn", s, log)
+    learner = spawn("learn", service_env(s), stdout=log, append=True)
     output_span(bootstrap, s.predictions_topic, count)
     stop(learner)
     lines = re.findall(r"\(interval\): \d+ events, (\d+) bytes, loop blocked ([\d.]+) ms",
@@ -336,7 +304,7 @@ def offer(bootstrap: str, topic: str, dataset: str, rate: float, count: int) -> 
     import confluent_kafka
 
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    events = dataset_events(dataset, count)  # before the clock starts: a late start sends a burst
+    events = bench_events(dataset, count)  # before the clock starts: a late start sends a burst
     start = time.perf_counter()
     for i, raw in enumerate(events):
         wait = start + i / rate - time.perf_counter()
@@ -366,7 +334,7 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
                                                    s.model_spec)).pid
         else:
             log = workdir / "latency-learner.log"
-            learner = spawn("learn", s, log)
+            learner = spawn("learn", service_env(s), stdout=log, append=True)
             running.callback(stop, learner)
             _wait_for_log(log, "assigned", 60)
             pid = learner.pid
@@ -495,7 +463,7 @@ def recovery(settings: Settings, bootstrap: str, dataset: str, workdir: Path) ->
     create_topics(bootstrap, [topic, topic + ".out"])
     s = Settings(**{**vars(settings), "events_topic": topic, "model": topic,
                     "predictions_topic": topic + ".out", "checkpoint_every": 1000})
-    rows = dataset_events(dataset, 20_000)
+    rows = bench_events(dataset, 20_000)
     halt = threading.Event()
 
     def feed() -> None:
@@ -510,13 +478,13 @@ def recovery(settings: Settings, bootstrap: str, dataset: str, workdir: Path) ->
     feeder = threading.Thread(target=feed)
     feeder.start()
     log = workdir / "recovery-learner.log"
-    first = spawn("learn", s, log)
+    first = spawn("learn", service_env(s), stdout=log, append=True)
     _wait_for_log(log, "checkpoint v2", 120)
     first.kill()
     first.wait()
     consumer = tail(bootstrap, s.predictions_topic)
     restarted_at = time.time()
-    second = spawn("learn", s, log)
+    second = spawn("learn", service_env(s), stdout=log, append=True)
     first_new = None
     deadline = time.monotonic() + 60
     while first_new is None and time.monotonic() < deadline:
@@ -557,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     import river
 
     n = args.events
-    events = dataset_events(args.dataset, n)
+    events = bench_events(args.dataset, n)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         broker, redis = KafkaBroker(work / "kafka"), RedisServer(work / "redis")
@@ -587,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             learn = Settings(**{**vars(base), "events_topic": "bench.events", "model": "bench",
                                 "predictions_topic": "bench.learn.out"})
             with MachineProbe(work / "probe-s.json") as s_probe:
-                learner = spawn("learn", learn, work / "learner.log")
+                learner = spawn("learn", service_env(learn), stdout=work / "learner.log", append=True)
                 first, last, _ = output_span(bootstrap, learn.predictions_topic, n)
             stop(learner)
             s_eps = events_per_second(first, last, n)
@@ -601,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
                 serve = Settings(**{**vars(base), "events_topic": "bench.live2", "model": "bench",
                                     "predictions_topic": f"bench.frozen{replicas}.out",
                                     "group_id": f"bench-frozen-{replicas}"})
-                procs = [spawn("serve", serve, work / f"frozen{replicas}-{i}.log") for i in range(replicas)]
+                procs = [spawn("serve", service_env(serve), stdout=work / f"frozen{replicas}-{i}.log",
+                               append=True) for i in range(replicas)]
                 first, last, _ = output_span(bootstrap, serve.predictions_topic, n)
                 for proc in procs:
                     stop(proc)
