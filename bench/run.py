@@ -33,7 +33,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -508,7 +509,7 @@ def recovery(settings: Settings, bootstrap: str, dataset: str, workdir: Path) ->
             "assignment_to_first_prediction_s": round(first_new - assigned, 3)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=CHECKPOINT_MODELS["logreg"], help="River spec of the model")
     parser.add_argument("--dataset", default="Phishing", help="bundled River dataset")
@@ -520,104 +521,170 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy-poll-ms", type=float, default=5.0,
                         help="the learner's --busy-poll-ms in the second latency run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import river
 
-    n = args.events
-    events = bench_events(args.dataset, n)
+@dataclass(frozen=True)
+class Run:
+    """What the phases of one run share: its options, its events, the broker, the settings every
+    service starts from, and a directory for logs."""
+
+    args: argparse.Namespace
+    events: list[bytes]
+    bootstrap: str
+    base: Settings
+    work: Path
+
+
+@contextlib.contextmanager
+def bench_run(args: argparse.Namespace) -> Iterator[Run]:
+    """The events, then a broker and a Redis of the run's own in a temporary directory, stopped
+    when the block ends, however it ends."""
+    events = bench_events(args.dataset, args.events)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work = Path(tmp)
         broker, redis = KafkaBroker(work / "kafka"), RedisServer(work / "redis")
         broker.start()
         redis.start()
         try:
-            bootstrap = broker.bootstrap
-            base = Settings(bootstrap_servers=bootstrap, redis_url=redis.url, hmac_key="bench",
+            base = Settings(bootstrap_servers=broker.bootstrap, redis_url=redis.url, hmac_key="bench",
                             model_spec=args.model, key_prefix="bench", checkpoint_every=10_000,
                             checkpoint_interval=3600.0)
-            print(f"bench: {n} {args.dataset} events, model {args.model}", flush=True)
-            r_eps = raw_river(events, args.model)
-            print(f"  R raw River loop          {r_eps:10.0f} events/s", flush=True)
-
-            create_topics(bootstrap, ["bench.events", "bench.bare.out", "bench.hand.out"])
-            create_topics(bootstrap, ["bench.live2"], partitions=2)
-            produce(bootstrap, "bench.events", events)
-            produce(bootstrap, "bench.live2", events)
-            k_eps = bare_kafka(bootstrap, "bench.events", "bench.bare.out", n)
-            print(f"  K bare kafka-python loop  {k_eps:10.0f} events/s", flush=True)
-            with HandRolled(bootstrap, "bench.events", "bench.hand.out", args.model):
-                first, last, _ = output_span(bootstrap, "bench.hand.out", n)
-            h_eps = events_per_second(first, last, n)
-            print(f"  H hand-rolled loop        {h_eps:10.0f} events/s (the service's clients, "
-                  "the same model)", flush=True)
-
-            learn = Settings(**{**vars(base), "events_topic": "bench.events", "model": "bench",
-                                "predictions_topic": "bench.learn.out"})
-            with MachineProbe(work / "probe-s.json") as s_probe:
-                learner = spawn("learn", service_env(learn), stdout=work / "learner.log", append=True)
-                first, last, _ = output_span(bootstrap, learn.predictions_topic, n)
-            stop(learner)
-            s_eps = events_per_second(first, last, n)
-            s_step_us = s_probe.step_us(first, last)
-            bound = 1 / (1 / r_eps + 1 / k_eps)
-            print(f"  S service learner         {s_eps:10.0f} events/s = {s_eps / bound:.2f} of the "
-                  f"additive bound {bound:.0f}; {s_eps / h_eps:.2f} of H", flush=True)
-
-            frozen = {}
-            for replicas in (1, 2):
-                serve = Settings(**{**vars(base), "events_topic": "bench.live2", "model": "bench",
-                                    "predictions_topic": f"bench.frozen{replicas}.out",
-                                    "group_id": f"bench-frozen-{replicas}"})
-                procs = [spawn("serve", service_env(serve), stdout=work / f"frozen{replicas}-{i}.log",
-                               append=True) for i in range(replicas)]
-                first, last, _ = output_span(bootstrap, serve.predictions_topic, n)
-                for proc in procs:
-                    stop(proc)
-                frozen[replicas] = events_per_second(first, last, n)
-                print(f"  frozen predictor x{replicas}       {frozen[replicas]:10.0f} events/s", flush=True)
-
-            busy = Settings(**{**vars(base), "busy_poll_ms": args.busy_poll_ms})
-            # The service with its defaults and busy-polling, then H at the same load and at
-            # half of its own throughput: the target met by hand on this machine, or not.
-            lats = [latency(settings, bootstrap, args.dataset, rate, args.latency_seconds,
-                            args.latency_warmup, work, by_hand)
-                    for settings, rate, by_hand in ((base, s_eps / 2, False), (busy, s_eps / 2, False),
-                                                    (base, s_eps / 2, True), (base, h_eps / 2, True))]
-            for lat in lats:
-                stalls = lat["machine_stalls"]
-                print(f"  latency, {lat['loop']:11s} at {lat['offered_eps']}/s, busy poll "
-                      f"{lat['busy_poll_ms']} ms: "
-                      f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
-                      f"{100 * lat['cpu_share']:.0f} % of a core; "
-                      f"{stalls['count']} machine stalls over {STALL_MS} ms, the longest "
-                      f"{stalls['max_ms']} ms", flush=True)
-            print(f"  machine speed             a probe's River step took "
-                  f"{' and '.join(str(lat['machine_step_us']) for lat in lats)} us during the latency "
-                  f"runs, {s_step_us} us during S", flush=True)
-
-            costs = []
-            ckpt_dataset = checkpoint_dataset(args.dataset)
-            for name, spec in CHECKPOINT_MODELS.items():
-                count = args.checkpoint_events
-                cost = checkpoint_cost(base, bootstrap, ckpt_dataset, spec, count, max(1, count // 20), work)
-                costs.append({"name": name, **cost})
-                print(f"  checkpoint {name:15s} {cost['bytes']:10d} bytes, loop blocked p50 "
-                      f"{cost['blocked_ms_p50']} ms, p99 {cost['blocked_ms_p99']} ms "
-                      f"(pickling alone: {cost['pickle_ms']} ms)", flush=True)
-
-            rec = recovery(base, bootstrap, args.dataset, work)
-            print(f"  recovery after SIGKILL    {rec['total_s']} s ({rec})", flush=True)
+            print(f"bench: {args.events} {args.dataset} events, model {args.model}", flush=True)
+            yield Run(args, events, broker.bootstrap, base, work)
         finally:
             broker.stop()
             redis.stop()
 
-    results = {
+
+def additive_bound(r_eps: float, k_eps: float) -> float:
+    """The throughput of R and K one after the other on every event: what S would reach if the
+    service added nothing to a model and a Kafka loop."""
+    return 1 / (1 / r_eps + 1 / k_eps)
+
+
+def measure_raw_river(run: Run) -> float:
+    r_eps = raw_river(run.events, run.args.model)
+    print(f"  R raw River loop          {r_eps:10.0f} events/s", flush=True)
+    return r_eps
+
+
+def fill_topics(run: Run) -> None:
+    """The events, in bench.events (one partition) for K, H and S, and in bench.live2 (two
+    partitions) for the frozen predictors."""
+    create_topics(run.bootstrap, ["bench.events", "bench.bare.out", "bench.hand.out"])
+    create_topics(run.bootstrap, ["bench.live2"], partitions=2)
+    produce(run.bootstrap, "bench.events", run.events)
+    produce(run.bootstrap, "bench.live2", run.events)
+
+
+def measure_bare_kafka(run: Run) -> float:
+    k_eps = bare_kafka(run.bootstrap, "bench.events", "bench.bare.out", run.args.events)
+    print(f"  K bare kafka-python loop  {k_eps:10.0f} events/s", flush=True)
+    return k_eps
+
+
+def measure_hand_rolled(run: Run) -> float:
+    n = run.args.events
+    with HandRolled(run.bootstrap, "bench.events", "bench.hand.out", run.args.model):
+        first, last, _ = output_span(run.bootstrap, "bench.hand.out", n)
+    h_eps = events_per_second(first, last, n)
+    print(f"  H hand-rolled loop        {h_eps:10.0f} events/s (the service's clients, "
+          "the same model)", flush=True)
+    return h_eps
+
+
+def measure_service(run: Run, r_eps: float, k_eps: float, h_eps: float) -> tuple[float, float]:
+    """S, and the machine's speed while it ran (a probe's River step, in us)."""
+    n = run.args.events
+    learn = Settings(**{**vars(run.base), "events_topic": "bench.events", "model": "bench",
+                        "predictions_topic": "bench.learn.out"})
+    with MachineProbe(run.work / "probe-s.json") as s_probe:
+        learner = spawn("learn", service_env(learn), stdout=run.work / "learner.log", append=True)
+        first, last, _ = output_span(run.bootstrap, learn.predictions_topic, n)
+    stop(learner)
+    s_eps = events_per_second(first, last, n)
+    bound = additive_bound(r_eps, k_eps)
+    print(f"  S service learner         {s_eps:10.0f} events/s = {s_eps / bound:.2f} of the "
+          f"additive bound {bound:.0f}; {s_eps / h_eps:.2f} of H", flush=True)
+    return s_eps, s_probe.step_us(first, last)
+
+
+def measure_frozen(run: Run) -> dict[int, float]:
+    """The frozen predictor's throughput with 1 and 2 processes in one group, by replicas."""
+    n = run.args.events
+    frozen = {}
+    for replicas in (1, 2):
+        serve = Settings(**{**vars(run.base), "events_topic": "bench.live2", "model": "bench",
+                            "predictions_topic": f"bench.frozen{replicas}.out",
+                            "group_id": f"bench-frozen-{replicas}"})
+        procs = [spawn("serve", service_env(serve), stdout=run.work / f"frozen{replicas}-{i}.log",
+                       append=True) for i in range(replicas)]
+        first, last, _ = output_span(run.bootstrap, serve.predictions_topic, n)
+        for proc in procs:
+            stop(proc)
+        frozen[replicas] = events_per_second(first, last, n)
+        print(f"  frozen predictor x{replicas}       {frozen[replicas]:10.0f} events/s", flush=True)
+    return frozen
+
+
+def measure_latency(run: Run, s_eps: float, h_eps: float, s_step_us: float) -> list[dict[str, Any]]:
+    """The service with its defaults and busy-polling, then H at the same load and at half of
+    its own throughput: the target met by hand on this machine, or not."""
+    args, base = run.args, run.base
+    busy = Settings(**{**vars(base), "busy_poll_ms": args.busy_poll_ms})
+    lats = [latency(settings, run.bootstrap, args.dataset, rate, args.latency_seconds,
+                    args.latency_warmup, run.work, by_hand)
+            for settings, rate, by_hand in ((base, s_eps / 2, False), (busy, s_eps / 2, False),
+                                            (base, s_eps / 2, True), (base, h_eps / 2, True))]
+    for lat in lats:
+        stalls = lat["machine_stalls"]
+        print(f"  latency, {lat['loop']:11s} at {lat['offered_eps']}/s, busy poll "
+              f"{lat['busy_poll_ms']} ms: "
+              f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
+              f"{100 * lat['cpu_share']:.0f} % of a core; "
+              f"{stalls['count']} machine stalls over {STALL_MS} ms, the longest "
+              f"{stalls['max_ms']} ms", flush=True)
+    print(f"  machine speed             a probe's River step took "
+          f"{' and '.join(str(lat['machine_step_us']) for lat in lats)} us during the latency "
+          f"runs, {s_step_us} us during S", flush=True)
+    return lats
+
+
+def measure_checkpoints(run: Run) -> list[dict[str, Any]]:
+    costs = []
+    ckpt_dataset = checkpoint_dataset(run.args.dataset)
+    for name, spec in CHECKPOINT_MODELS.items():
+        count = run.args.checkpoint_events
+        cost = checkpoint_cost(run.base, run.bootstrap, ckpt_dataset, spec, count, max(1, count // 20),
+                               run.work)
+        costs.append({"name": name, **cost})
+        print(f"  checkpoint {name:15s} {cost['bytes']:10d} bytes, loop blocked p50 "
+              f"{cost['blocked_ms_p50']} ms, p99 {cost['blocked_ms_p99']} ms "
+              f"(pickling alone: {cost['pickle_ms']} ms)", flush=True)
+    return costs
+
+
+def measure_recovery(run: Run) -> dict[str, Any]:
+    rec = recovery(run.base, run.bootstrap, run.args.dataset, run.work)
+    print(f"  recovery after SIGKILL    {rec['total_s']} s ({rec})", flush=True)
+    return rec
+
+
+def report(args: argparse.Namespace, argv: list[str] | None, *, r_eps: float, k_eps: float,
+           h_eps: float, s_eps: float, s_step_us: float, frozen: dict[int, float],
+           lats: list[dict[str, Any]], costs: list[dict[str, Any]], rec: dict[str, Any]
+           ) -> dict[str, Any]:
+    """Every figure of the run, and the machine and command it came from: what --out holds."""
+    import river
+
+    bound = additive_bound(r_eps, k_eps)
+    return {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "river": river.__version__,
                     "kafka": KAFKA_VERSION},
         "command": " ".join(["python", "-m", "bench.run", *(argv or sys.argv[1:])]),
-        "dataset": args.dataset, "model": args.model, "events": n,
+        "dataset": args.dataset, "model": args.model, "events": args.events,
         "raw_river_eps": round(r_eps), "bare_kafka_eps": round(k_eps), "service_eps": round(s_eps),
         "additive_bound_eps": round(bound), "service_vs_bound": round(s_eps / bound, 3),
         "hand_rolled_eps": round(h_eps), "service_vs_hand_rolled": round(s_eps / h_eps, 3),
@@ -626,6 +693,22 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lats[0], "latency_busy_poll": lats[1], "latency_hand_rolled": lats[2],
         "latency_hand_rolled_half": lats[3], "checkpoints": costs, "recovery": rec,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with bench_run(args) as run:
+        r_eps = measure_raw_river(run)
+        fill_topics(run)
+        k_eps = measure_bare_kafka(run)
+        h_eps = measure_hand_rolled(run)
+        s_eps, s_step_us = measure_service(run, r_eps, k_eps, h_eps)
+        frozen = measure_frozen(run)
+        lats = measure_latency(run, s_eps, h_eps, s_step_us)
+        costs = measure_checkpoints(run)
+        rec = measure_recovery(run)
+    results = report(args, argv, r_eps=r_eps, k_eps=k_eps, h_eps=h_eps, s_eps=s_eps, s_step_us=s_step_us,
+                     frozen=frozen, lats=lats, costs=costs, rec=rec)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"bench: wrote {args.out}")
