@@ -35,11 +35,11 @@ import gc
 import json
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from consumers import crashpoints
-from stream_learner.checkpoint import CheckpointMeta, seal_payload, snapshot, snapshot_within
+from stream_learner.checkpoint import CheckpointMeta, described, pickle_state, seal_payload
 from stream_learner.engine import ModelState
 from stream_learner.errors import (
     CheckpointError,
@@ -138,10 +138,10 @@ class PickledCheckpoint(BackgroundCheckpoint):
     def start(cls, state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str,
               key: bytes, keep: int, limit: int) -> PickledCheckpoint | None:
         """The writer, or None (and no writer) if the pickle grows beyond ``limit`` bytes."""
-        payload = snapshot_within(state, meta, key_id, limit)
+        payload = pickle_state(state, meta, limit)
         if payload is None:
             return None
-        writer = cls(meta, payload, store, key, keep)
+        writer = cls(described(meta, state, key_id), payload, store, key, keep)
         writer._run()
         return writer
 
@@ -151,9 +151,9 @@ class PickledCheckpoint(BackgroundCheckpoint):
             return Outcome(error=CheckpointError(f"{self}: aborted"))
         if crashpoints.ARMED:
             crashpoints.hit("during_checkpoint")
-        self._meta.published = self._published
         assert self.payload is not None
-        return _save(self._meta, self.payload, self._store, self._key, self._keep)
+        meta = replace(self._meta, published=self._published)
+        return _save(meta, self.payload, self._store, self._key, self._keep)
 
 
 class ForkedCheckpoint(BackgroundCheckpoint):
@@ -225,11 +225,13 @@ def _child(state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: s
     """The forked child's work; returns its exit status."""
     report: dict[str, Any]
     try:
-        payload = snapshot(state, meta, key_id)
+        payload = pickle_state(state, meta)
+        assert payload is not None
+        meta = described(meta, state, key_id)
         released = _read_all(go)
         if not released:
             return 1  # the parent aborted or died: write nothing
-        meta.published = json.loads(released)
+        meta = replace(meta, published=json.loads(released))
         outcome = _save(meta, payload, store, key, keep)
         report = {"payload_bytes": outcome.payload_bytes, "metrics": outcome.metrics}
     except StreamLearnerError as exc:

@@ -36,7 +36,14 @@ from consumers.background_checkpoint import (
     PickledCheckpoint,
 )
 from consumers.kafka_io import Publisher, commit
-from stream_learner.checkpoint import CheckpointMeta, seal_record, tp_key, verify_record
+from stream_learner.checkpoint import (
+    CheckpointMeta,
+    described,
+    pickle_state,
+    seal_payload,
+    tp_key,
+    verify_record,
+)
 from stream_learner.config import Settings
 from stream_learner.engine import ModelState
 from stream_learner.errors import OutOfOrder, StoreUnavailable
@@ -158,9 +165,12 @@ class Checkpointer:
         self.publisher.flush(plan.sends)  # 1. every send before it acknowledged
         if crashpoints.ARMED:
             crashpoints.hit("after_flush")
-        meta = self.header(plan.version, plan.cursor, self.published_as_of(plan))
-        s = self.settings
-        record = seal_record(self.stream.state, meta, s.hmac_key_id, s.hmac_key.encode())
+        s, state = self.settings, self.stream.state
+        meta = described(self.header(plan.version, plan.cursor, self.published_as_of(plan)), state,
+                         s.hmac_key_id)
+        payload = pickle_state(state, meta)
+        assert payload is not None
+        record = seal_payload(meta, payload, s.hmac_key.encode())
         if crashpoints.ARMED:
             crashpoints.hit("during_checkpoint")
         try:  # 2. written, fenced

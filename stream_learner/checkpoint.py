@@ -26,7 +26,7 @@ import json
 import pickle
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple
 
 from stream_learner import unpickler
@@ -83,11 +83,6 @@ def tp_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def parse_tp_key(key: str) -> tuple[str, int]:
-    topic, _, partition = key.rpartition(":")
-    return topic, int(partition)
-
-
 def _mac(key: bytes, header: bytes, payload: bytes) -> str:
     mac = hmac.new(key, len(header).to_bytes(8, "big"), hashlib.sha256)
     mac.update(header)
@@ -96,30 +91,22 @@ def _mac(key: bytes, header: bytes, payload: bytes) -> str:
 
 
 def seal_record(state: ModelState, meta: CheckpointMeta, key_id: str, key: bytes) -> Record:
-    """Pickle the state and sign it with the header; fills in the header's bookkeeping."""
-    return seal_payload(meta, snapshot(state, meta, key_id), key)
-
-
-def snapshot(state: ModelState, meta: CheckpointMeta, key_id: str) -> bytes:
-    """The payload of a checkpoint of ``state`` as it is now, the header's bookkeeping filled
-    in to match; ``CheckpointError`` if the model does not pickle."""
-    payload = snapshot_within(state, meta, key_id, limit=None)
+    """Pickle the state and sign it with the header, ``described`` to match it."""
+    payload = pickle_state(state, meta)
     assert payload is not None
-    return payload
+    return seal_payload(described(meta, state, key_id), payload, key)
 
 
-def snapshot_within(state: ModelState, meta: CheckpointMeta, key_id: str,
-                    limit: int | None) -> bytes | None:
-    """``snapshot``, or None as soon as the pickle grows beyond ``limit`` bytes (the header
-    is then left as it was): what it costs to find out that a state is large is bounded by
-    pickling ``limit`` bytes.
+def pickle_state(state: ModelState, meta: CheckpointMeta, limit: int | None = None) -> bytes | None:
+    """The payload of a checkpoint of ``state`` as it is now (``meta`` names it in errors), or
+    None as soon as the pickle grows beyond ``limit`` bytes: what it costs to find out that a
+    state is large is bounded by pickling ``limit`` bytes. ``CheckpointError`` if the model does
+    not pickle.
 
     >>> from stream_learner.engine import ModelState
     >>> meta = CheckpointMeta("m", 1, {})
     >>> state = ModelState.fresh("linear_model.LinearRegression()")
-    >>> snapshot_within(state, meta, "k1", limit=10) is None, meta.metrics
-    (True, {})
-    >>> len(snapshot_within(state, meta, "k1", limit=1 << 20)) > 10, "MAE" in meta.metrics
+    >>> pickle_state(state, meta, limit=10) is None, len(pickle_state(state, meta)) > 10
     (True, True)
     """
     out = _Capped(limit)
@@ -130,7 +117,6 @@ def snapshot_within(state: ModelState, meta: CheckpointMeta, key_id: str,
     except Exception as exc:  # anything a model's __reduce__ may raise
         raise CheckpointError(f"checkpoint {meta.model} v{meta.version}: the model does not pickle: "
                               f"{type(exc).__name__}: {exc}") from None
-    _describe(meta, state, key_id)
     return out.getvalue()
 
 
@@ -153,18 +139,22 @@ class _Capped(io.BytesIO):
         return super().write(data)
 
 
-def _describe(meta: CheckpointMeta, state: ModelState, key_id: str) -> None:
-    """Fill in what the header says about the state: counts, digest, metrics, versions."""
-    meta.learned = state.learned
-    meta.learned_digest = state.digest
-    meta.metrics = state.metrics.report()
+def described(meta: CheckpointMeta, state: ModelState, key_id: str) -> CheckpointMeta:
+    """``meta`` with what it says about the state filled in: counts, digest, metrics, versions.
+
+    >>> from stream_learner.engine import ModelState
+    >>> state = ModelState.fresh("linear_model.LinearRegression()")
+    >>> meta = CheckpointMeta("m", 1, {})
+    >>> "MAE" in described(meta, state, "k1").metrics, meta.metrics
+    (True, {})
+    """
     pending = state.pending
-    meta.labels = {} if pending is None else {**pending.counts, "waiting": len(pending.entries)}
-    meta.features = {"known": state.features.known_features, "refused": state.features.refused}
-    meta.spec, meta.task = state.spec, state.task
-    meta.created_at = meta.created_at or time.time()
-    meta.key_id = key_id
-    meta.runtime = runtime_versions()
+    return replace(
+        meta, learned=state.learned, learned_digest=state.digest, metrics=state.metrics.report(),
+        labels={} if pending is None else {**pending.counts, "waiting": len(pending.entries)},
+        features={"known": state.features.known_features, "refused": state.features.refused},
+        spec=state.spec, task=state.task, created_at=meta.created_at or time.time(), key_id=key_id,
+        runtime=runtime_versions())
 
 
 def seal_payload(meta: CheckpointMeta, payload: bytes, key: bytes) -> Record:

@@ -15,9 +15,9 @@ from stream_learner.checkpoint import (
     CheckpointMeta,
     Record,
     open_record,
+    pickle_state,
     seal_payload,
     seal_record,
-    snapshot_within,
 )
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, FencedError, IntegrityError, NoCheckpoint
@@ -52,8 +52,8 @@ def test_a_capped_snapshot_takes_numpy_arrays_whole_or_not_at_all() -> None:
     state = ModelState.fresh("linear_model.LogisticRegression()")
     state.model.table = np.arange(200_000, dtype=np.float64).reshape(400, 500)
     whole = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-    assert snapshot_within(state, CheckpointMeta("m", 1, {}), "k1", limit=len(whole) - 1) is None
-    assert snapshot_within(state, CheckpointMeta("m", 1, {}), "k1", limit=len(whole)) == whole
+    assert pickle_state(state, CheckpointMeta("m", 1, {}), limit=len(whole) - 1) is None
+    assert pickle_state(state, CheckpointMeta("m", 1, {}), limit=len(whole)) == whole
 
 
 def test_round_trip() -> None:
