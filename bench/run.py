@@ -43,7 +43,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumers.kafka_io import make_consumer, make_producer, poll  # noqa: E402
+from consumers.clients.librdkafka import make_consumer, make_producer, poll  # noqa: E402
 from stream_learner.config import Settings  # noqa: E402
 from tools.events import dataset_events  # noqa: E402
 from tools.localstack import KAFKA_VERSION, KafkaBroker, RedisServer, create_topics  # noqa: E402
@@ -144,7 +144,7 @@ def hand_rolled(bootstrap: str, source: str, sink: str, spec: str, ready: Any) -
     model, predict = user_model(spec)
     assigned = False  # a plain flag: asking ``ready`` takes a lock in every pass
     while True:
-        for r in poll(consumer, 500, 0.1):
+        for r in poll(consumer, 500, 0.1).records:
             doc = orjson.loads(r.value() or b"")
             x = doc["x"]
             prediction = predict(x)

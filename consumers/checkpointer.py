@@ -26,8 +26,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-import confluent_kafka as rdkafka
-
 from consumers import crashpoints
 from consumers.background_checkpoint import (
     BackgroundCheckpoint,
@@ -35,18 +33,21 @@ from consumers.background_checkpoint import (
     Outcome,
     PickledCheckpoint,
 )
-from consumers.kafka_io import Publisher, commit
+from consumers.clients.base import Consumer
+from consumers.kafka_io import Publisher
 from stream_learner.checkpoint import (
     CheckpointMeta,
     described,
+    header_offsets,
     pickle_state,
+    read_offsets,
     seal_payload,
-    tp_key,
     verify_record,
 )
 from stream_learner.config import Settings
 from stream_learner.engine import ModelState
 from stream_learner.errors import OutOfOrder, StoreUnavailable
+from stream_learner.events import Partition
 from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
@@ -58,7 +59,7 @@ RETRY_MIN, RETRY_MAX = 0.5, 30.0  # seconds between checkpoint attempts while Re
 class Cursor:
     """Where the loop stands: what the model's state is consistent with."""
 
-    offsets: dict[str, int]  # tp_key -> the next offset to learn
+    offsets: dict[Partition, int]  # the next offset to learn of each partition
     events: int  # records handled, over the model's life
     dead_letters: dict[str, int]  # reason -> count, over the model's life
     seq: int  # records handled by this process (Handled.seq)
@@ -114,21 +115,22 @@ class Checkpointer:
         self.token = token
         self.version = resumed.version
         self.failures = resumed.checkpoint_failures
-        # Predictions and dead-letter topics' tp_key -> next offset, as of the latest checkpoint.
-        self.published = dict(resumed.published)
+        # Where the predictions and dead-letter topics ended, as of the latest checkpoint.
+        self.published = read_offsets(resumed.published)
         self.since = 0  # events since the latest checkpoint
         self.last_at = time.monotonic()
         self.retry_at = 0.0
         self.background: _InFlight | None = None
         self.last_bytes: int | None = None  # the last background checkpoint's size, once known
-        self.uncommitted: dict[str, int] | None = None  # the latest offsets, till Kafka hears
+        self.uncommitted: dict[Partition, int] | None = None  # the latest offsets, till Kafka hears
         self.last_commit = 0.0
 
-    def header(self, version: int, cursor: Cursor, published: dict[str, int]) -> CheckpointMeta:
+    def header(self, version: int, cursor: Cursor, published: dict[Partition, int]) -> CheckpointMeta:
         """The one place a checkpoint header is made."""
-        return CheckpointMeta(self.settings.model, version, dict(cursor.offsets), events=cursor.events,
-                              dead_letters=dict(cursor.dead_letters), published=dict(published),
-                              checkpoint_failures=self.failures, token=self.token)
+        return CheckpointMeta(self.settings.model, version, header_offsets(cursor.offsets),
+                              events=cursor.events, dead_letters=dict(cursor.dead_letters),
+                              published=header_offsets(published), checkpoint_failures=self.failures,
+                              token=self.token)
 
     @property
     def writes_off_loop(self) -> bool:
@@ -145,7 +147,7 @@ class Checkpointer:
     def plan(self) -> Plan:
         return Plan(self.version + 1, self.stream.cursor(), self.since, self.publisher.sent)
 
-    def published_as_of(self, plan: Plan) -> dict[str, int]:
+    def published_as_of(self, plan: Plan) -> dict[Partition, int]:
         """The output topics' positions for the header, once the plan's sends are reaped. While
         an earlier run's sends lie beyond the plan's offsets, they must stay findable: the scan
         positions for the next restart do not move."""
@@ -223,7 +225,8 @@ class Checkpointer:
                 self.publisher.check()
                 if crashpoints.ARMED:
                     crashpoints.hit("after_flush")
-                writer.release(self.published_as_of(plan))  # 2. its courier passes during_checkpoint
+                # 2. its courier passes during_checkpoint
+                writer.release(header_offsets(self.published_as_of(plan)))
             outcome = writer.wait() if block else writer.poll()
         except BaseException:
             self.background = None
@@ -294,7 +297,7 @@ class Checkpointer:
         if crashpoints.ARMED:
             crashpoints.hit("after_checkpoint")
         self.version = plan.version
-        self.published = dict(meta.published)
+        self.published = read_offsets(meta.published)
         self.since -= plan.since
         self.last_at = time.monotonic()
         self.retry_at = 0.0
@@ -306,16 +309,14 @@ class Checkpointer:
                  f" (then {waited * 1000:.1f} ms waiting for it to finish)" if waited else "",
                  outcome.metrics)
 
-    def commit(self, consumer: rdkafka.Consumer, wait: bool) -> None:
+    def commit(self, consumer: Consumer, wait: bool) -> None:
         """4. Tell Kafka the latest checkpoint's offsets, if it has not heard of them: every
         --commit-interval, when partitions leave and at shutdown (``wait``: the only time the
         loop waits for the answer). A commit that fails is logged and covered by the next."""
         covered = self.uncommitted
         if covered is None:
             return
-        offsets = {(tp.topic, tp.partition): covered[k] for tp in consumer.assignment()
-                   if (k := tp_key(tp.topic, tp.partition)) in covered}
-        commit(consumer, offsets, wait=wait)
+        consumer.commit({p: covered[p] for p in consumer.assignment() if p in covered}, wait=wait)
         self.uncommitted = None
         self.last_commit = time.monotonic()
 

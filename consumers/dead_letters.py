@@ -13,7 +13,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from consumers.kafka_io import Headers, Publisher
+from consumers.clients.base import Headers
+from consumers.kafka_io import Publisher
 from stream_learner.errors import InvalidEvent
 from stream_learner.events import Source
 
@@ -74,15 +75,14 @@ def fit(raw: bytes | None, headers: Headers, max_bytes: int) -> tuple[bytes | No
 
 
 class DeadLetters:
-    """Sends dead letters through a ``Publisher``; ``counts`` (reason -> number) is the caller's."""
+    """Counts rejections by reason and sends their dead letters through a ``Publisher``."""
 
-    def __init__(self, publisher: Publisher, *, topic: str, author: Author, max_bytes: int,
-                 counts: dict[str, int] | None = None) -> None:
+    def __init__(self, publisher: Publisher, *, topic: str, author: Author, max_bytes: int) -> None:
         self.publisher = publisher
         self.topic = topic
         self.author = author
         self.max_bytes = max_bytes
-        self.counts = {} if counts is None else counts
+        self.counts: dict[str, int] = {}  # reason -> rejections
         self._logged: set[str] = set()
         self._since: dict[str, int] = {}  # not yet in a summary
         self._summary_at = time.monotonic() + SUMMARY_S

@@ -20,24 +20,24 @@ import logging
 import pickle
 import threading
 
-import confluent_kafka as rdkafka
-
 from consumers import crashpoints
 from consumers.checkpointer import Checkpointer, Cursor, Plan
+from consumers.clients.base import Clients, Consumer, Record
 from consumers.dead_letters import Author, DeadLetters
 from consumers.instance import InstanceSlot
-from consumers.kafka_io import Poller, Publisher, make_consumer, make_producer, record_limit, source_of
+from consumers.kafka_io import Poller, Publisher, source_of
 from consumers.lease import WriterLease
 from consumers.ordering import EventTimeMerge
-from consumers.progress import BudgetReport, Progress, lag
+from consumers.progress import BudgetReport, Progress
 from consumers.replay import ReplayGuard
 from consumers.resume import configure, load_latest, output_positions, sent_after
 from consumers.rewind import Rewind, Rewinder
 from consumers.step import RecordStep
-from stream_learner.checkpoint import CheckpointMeta, tp_key
+from stream_learner.checkpoint import CheckpointMeta, read_offsets
 from stream_learner.config import Settings
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import InvalidEvent, ModelBroken
+from stream_learner.events import Partition
 from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
@@ -49,15 +49,15 @@ REWINDS = ("model_error", "internal_error")
 class Learner:
     """One learner per model: it alone writes the model's checkpoints."""
 
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(self, settings: Settings, store: ModelStore, clients: Clients) -> None:
         self.settings = settings
         self.store = store
+        self.clients = clients
         self.owner = settings.instance_id  # the instance id, once its slot is taken (InstanceSlot)
         self.step = RecordStep(settings, "learn")
-        self.offsets: dict[str, int] = {}  # tp_key -> next offset, consistent with self.state
-        self.first_seen: dict[str, int] = {}  # partitions the rewind point does not cover yet
+        self.offsets: dict[Partition, int] = {}  # the next offsets, consistent with self.state
+        self.first_seen: dict[Partition, int] = {}  # partitions the rewind point does not cover yet
         self.events = 0
-        self.dead_letters: dict[str, int] = {}  # carried across restarts by the checkpoint
         self.guard = ReplayGuard()
         self.rewinds = Rewinder()
         self.budget_report = BudgetReport()
@@ -65,29 +65,30 @@ class Learner:
         self.state: ModelState = ModelState.fresh(settings.model_spec, settings.task)
         self.engine = Engine(self.state)
         self.merge = EventTimeMerge()
-        self.consumer: rdkafka.Consumer | None = None
+        self.consumer: Consumer | None = None
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
         self.checkpoints: Checkpointer | None = None
 
     def restore(self, state: ModelState, meta: CheckpointMeta) -> None:
         """Go on from ``state``, consistent with ``meta``'s position in the stream."""
+        assert self.letters is not None
         self.state = state
-        self.offsets, self.events = dict(meta.offsets), meta.events
-        self.dead_letters.clear()  # self.letters counts into this very dict
-        self.dead_letters.update(meta.dead_letters)
+        self.offsets, self.events = read_offsets(meta.offsets), meta.events
+        self.letters.counts = dict(meta.dead_letters)  # carried across restarts by the checkpoint
         configure(state, self.settings)
         self.engine = Engine(state, max_classes=self.settings.max_classes)
 
     # -- what the checkpointer asks of the loop (checkpointer.Stream) -----------------------
 
     def cursor(self) -> Cursor:
-        return Cursor(dict(self.offsets), self.events, dict(self.dead_letters), self.rewinds.handled.seq,
+        assert self.letters is not None
+        return Cursor(dict(self.offsets), self.events, dict(self.letters.counts), self.rewinds.handled.seq,
                       still_ahead=self.guard.ahead_of(self.offsets))
 
     def saved(self, plan: Plan, meta: CheckpointMeta, payload: bytes | None) -> None:
         covered = plan.cursor.offsets
-        self.rewinds.saved(plan.cursor.seq, payload, meta)
+        self.rewinds.saved(plan.cursor.seq, payload, meta, covered)
         self.first_seen = {k: o for k, o in self.first_seen.items() if k not in covered}
         self.guard.covered(covered)
         self.budget_report(self.state.features)
@@ -105,23 +106,22 @@ class Learner:
     def run_as_writer(self, stop: threading.Event, lease: WriterLease) -> None:
         s = self.settings
         state, meta = load_latest(s, self.store)
-        self.restore(state, meta)
-        self.consumer = make_consumer(s, "learn")
-        limit = record_limit(s, s.dead_letters_to("learn"))
-        self.publisher = Publisher(make_producer(s, "stream-learner-learn", limit), s)
+        self.consumer = self.clients.consumer("learn")
+        limit = self.clients.record_limit(s.dead_letters_to("learn"))
+        self.publisher = Publisher(self.clients.producer("stream-learner-learn", limit), s)
         self.letters = DeadLetters(self.publisher, topic=s.dead_letters_to("learn"),
-                                   author=Author(s.model, "learn", self.owner), max_bytes=limit,
-                                   counts=self.dead_letters)
+                                   author=Author(s.model, "learn", self.owner), max_bytes=limit)
         self.checkpoints = Checkpointer(s, self.store, self, publisher=self.publisher, token=lease.token,
                                         resumed=meta)
         try:
+            self.restore(state, meta)
             if meta.version == 0:
                 # v1 records where the output topics end, so that a crash before v2 can
                 # still find (and not repeat) the predictions and dead letters sent since.
-                self.checkpoints.published = output_positions(s)
+                self.checkpoints.published = output_positions(s, self.clients)
                 self.checkpoints.write("initial", force=True)
             else:
-                self.guard.recovered = sent_after(s, meta)
+                self.guard.recovered = sent_after(s, self.clients, meta)
             topics = [s.events_topic, *([s.labels_topic] if s.labels_topic else [])]
             self.consumer.subscribe(topics, on_assign=self.on_assign, on_revoke=self.on_revoke)
             self.loop(stop, lease)
@@ -161,8 +161,8 @@ class Learner:
             self.letters.summarise()
             if progress.due():
                 progress.report(events=self.events, learned=self.state.learned,
-                                dead_letters=sum(self.dead_letters.values()), version=checkpoints.version,
-                                metrics=self.state.metrics.report(), behind=lag(self.consumer))
+                                dead_letters=sum(self.letters.counts.values()), version=checkpoints.version,
+                                metrics=self.state.metrics.report(), behind=self.consumer.lag())
             if checkpoints.commit_due():
                 checkpoints.commit(self.consumer, wait=False)
             if checkpoints.due():
@@ -173,14 +173,14 @@ class Learner:
         checkpoints.write("shutdown")
         checkpoints.commit(self.consumer, wait=True)
 
-    def handle(self, record: rdkafka.Message) -> None:
+    def handle(self, record: Record) -> None:
         """One record: predict and learn, then publish its prediction or its dead letter
         (unless an earlier run did), and move the offsets past it."""
         assert self.publisher is not None and self.letters is not None and self.checkpoints is not None
         source = source_of(record)
         offset = source.offset
         where = (source.topic, source.partition, offset)
-        tpk = tp_key(source.topic, source.partition)
+        tpk = (source.topic, source.partition)
         if tpk not in self.offsets and tpk not in self.first_seen:
             self.first_seen[tpk] = offset
         raw = record.value()
@@ -234,7 +234,7 @@ class Learner:
         checkpoints = self.checkpoints
         meta = checkpoints.header(checkpoints.version, self.cursor(), checkpoints.published)
         payload = pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
-        self.rewinds.keep(payload, meta, checkpoints.since)
+        self.rewinds.keep(payload, meta, checkpoints.since, dict(self.offsets))
 
     def rewind(self) -> None:
         """Back to the rewind point; the poisoned event is dead-lettered when it comes round
@@ -253,17 +253,16 @@ class Learner:
             self.merge.push_front(replay)
             return
         self.merge.clear()
-        for tp in self.consumer.assignment():
-            key = tp_key(tp.topic, tp.partition)
-            offset = self.offsets.get(key, self.first_seen.get(key))
+        for partition in self.consumer.assignment():
+            offset = self.offsets.get(partition, self.first_seen.get(partition))
             if offset is not None:
-                self.consumer.seek(rdkafka.TopicPartition(tp.topic, tp.partition, offset))
+                self.consumer.seek(partition, offset)
 
-    def follows_on(self, records: list[rdkafka.Message]) -> bool:
+    def follows_on(self, records: list[Record]) -> bool:
         """Whether ``records`` go on, in each partition, exactly where the state's offsets end."""
-        expected: dict[str, int | None] = {}
+        expected: dict[Partition, int | None] = {}
         for record in records:
-            key = tp_key(record.topic() or "", record.partition() or 0)
+            key = (record.topic() or "", record.partition() or 0)
             if key not in expected:
                 expected[key] = self.offsets.get(key, self.first_seen.get(key))
             if record.offset() != expected[key]:
@@ -271,23 +270,22 @@ class Learner:
             expected[key] = (record.offset() or 0) + 1
         return True
 
-    def on_assign(self, consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
-        """Start each assigned partition at the checkpoint's offset, or at start_from."""
-        fresh = rdkafka.OFFSET_BEGINNING if self.settings.start_from == "earliest" else rdkafka.OFFSET_END
-        for tp in partitions:
-            tp.offset = self.offsets.get(tp_key(tp.topic, tp.partition), fresh)
-        consumer.assign(partitions)
-        self.merge.assign((tp.topic, tp.partition) for tp in partitions)
+    def on_assign(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """Start each assigned partition at the checkpoint's offset (the others at
+        --start-from)."""
+        self.merge.assign(partitions)
         self.rewinds.handled.forget()
-        log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
+        log.info("assigned %s", sorted(partitions))
+        return {p: self.offsets[p] for p in partitions if p in self.offsets}
 
-    def on_revoke(self, consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
+    def on_revoke(self, partitions: list[Partition]) -> None:
         """Checkpoint what was learned from the partitions before they go; what is buffered
         and not learned is read again by whoever owns them next."""
         if partitions and not self.closing and self.checkpoints is not None:
+            assert self.consumer is not None
             if crashpoints.ARMED:
                 crashpoints.hit("in_revocation")
             self.checkpoints.write("revocation")
-            self.checkpoints.commit(consumer, wait=False)
+            self.checkpoints.commit(self.consumer, wait=False)
         self.merge.assign(())
         self.rewinds.handled.forget()

@@ -16,15 +16,16 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-Partition = tuple[str, int]  # (topic, partition)
+from consumers.clients.base import Batch
+from stream_learner.events import Partition
 
 
 class EventTimeMerge:
-    """Records (librdkafka messages) in, in event-time order out.
+    """Records in, in event-time order out.
 
-    A partition counts as read to its end from its ``PARTITION_EOF`` marker until its next
-    record: the consumer emits the marker whenever a fetch finds nothing more, after the
-    records that fetch returned. ``assign`` is told the partitions the consumer owns."""
+    A partition counts as read to its end from a batch that says so (``Batch.ended``) until its
+    next record: the consumer says so whenever a fetch finds nothing more, after the records
+    that fetch returned. ``assign`` is told the partitions the consumer owns."""
 
     def __init__(self, max_wait: float = 2.0, max_buffered: int = 20_000) -> None:
         self.max_wait = max_wait
@@ -41,18 +42,19 @@ class EventTimeMerge:
         self.at_end.clear()
         self.clear()
 
-    def add(self, messages: list[Any]) -> None:
-        for m in messages:
+    def add(self, batch: Batch) -> None:
+        at_end = self.at_end
+        for m in batch.records:
             where = (m.topic(), m.partition())
-            if m.error() is not None:  # the consumer passes on only PARTITION_EOF markers
-                self.at_end.add(where)
-                continue
             buf = self.buffers.get(where)
             if buf is None:
                 buf = self.buffers[where] = deque()
             buf.append(m)
-            self.at_end.discard(where)
-            self.buffered += 1
+            if at_end:
+                at_end.discard(where)
+        self.buffered += len(batch.records)
+        if batch.ended:
+            at_end.update(batch.ended)
 
     @property
     def full(self) -> bool:

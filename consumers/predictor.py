@@ -14,44 +14,36 @@ import socket
 import threading
 import time
 
-import confluent_kafka as rdkafka
-
+from consumers.clients.base import BROKER_DEFAULT_RECORD_BYTES, Clients, Consumer, Record
 from consumers.dead_letters import Author, DeadLetters
-from consumers.kafka_io import (
-    BROKER_DEFAULT_RECORD_BYTES,
-    Poller,
-    Publisher,
-    commit,
-    make_consumer,
-    make_producer,
-    record_limit,
-    source_of,
-)
+from consumers.kafka_io import Poller, Publisher, source_of
 from consumers.reloader import Reloader
 from consumers.step import RecordStep
 from stream_learner.checkpoint import Checkpoint, open_record
 from stream_learner.config import Settings
 from stream_learner.engine import Engine
 from stream_learner.errors import InvalidEvent, NoCheckpoint, StoreUnavailable
+from stream_learner.events import Partition
 from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.predictor")
 
 
 class Predictor:
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(self, settings: Settings, store: ModelStore, clients: Clients) -> None:
         self.settings = settings
         self.store = store
+        self.clients = clients
         self.keys = settings.signing_keys()
         self.step = RecordStep(settings, "frozen")
         self.engine: Engine | None = None
         self.version = 0  # the model version served
-        self.consumer: rdkafka.Consumer | None = None
+        self.consumer: Consumer | None = None
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
-        self.positions: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset
+        self.positions: dict[Partition, int] = {}  # the next offset of each partition
         # What the consumer owns, as its rebalance callbacks said: readable from any thread (a
-        # librdkafka consumer's own methods are not, while another thread polls it).
+        # consumer's own methods may not be, while another thread polls it).
         self.assigned: frozenset[tuple[str, int]] = frozenset()
         self.closing = False  # the consumer's close revokes its partitions: committed already
         self.last_commit = time.monotonic()
@@ -93,11 +85,11 @@ class Predictor:
                 reloader.stop()
 
     def serve(self, stop: threading.Event, reloader: Reloader | None) -> None:
-        self.consumer = make_consumer(self.settings, "serve")
         s = self.settings
+        self.consumer = self.clients.consumer("serve")
         topic = s.dead_letters_to("serve")
-        limit = record_limit(s, topic) if topic else BROKER_DEFAULT_RECORD_BYTES
-        self.publisher = Publisher(make_producer(s, "stream-learner-serve", limit), s)
+        limit = self.clients.record_limit(topic) if topic else BROKER_DEFAULT_RECORD_BYTES
+        self.publisher = Publisher(self.clients.producer("stream-learner-serve", limit), s)
         author = Author(s.model, "frozen", s.instance_id or socket.gethostname())
         self.letters = DeadLetters(self.publisher, topic=topic, author=author,
                                    max_bytes=limit)
@@ -107,7 +99,7 @@ class Predictor:
                         self.settings.busy_poll_ms / 1000)
         try:
             while not stop.is_set():
-                for record in poller():
+                for record in poller().records:
                     self.handle(record)
                 self.publisher.reap()  # drop the acknowledged sends as they come
                 self.letters.summarise()
@@ -122,7 +114,7 @@ class Predictor:
             self.letters.summarise(force=True)
             self.publisher.close()
 
-    def handle(self, record: rdkafka.Message) -> None:
+    def handle(self, record: Record) -> None:
         """One record through the step; publish its prediction or its dead letter."""
         assert self.engine is not None and self.publisher is not None and self.letters is not None
         source = source_of(record)
@@ -142,18 +134,19 @@ class Predictor:
         coordinator's answer)."""
         assert self.publisher is not None and self.consumer is not None
         self.publisher.flush()
-        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
-        commit(self.consumer, {k: o for k, o in self.positions.items() if k in assigned}, wait=wait)
+        assigned = set(self.consumer.assignment())
+        self.consumer.commit({k: o for k, o in self.positions.items() if k in assigned}, wait=wait)
         self.last_commit = time.monotonic()
 
-    def on_assign(self, _consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
-        self.assigned = frozenset((tp.topic, tp.partition) for tp in partitions)
+    def on_assign(self, partitions: list[Partition]) -> None:
+        """The partitions start where the group committed them."""
+        self.assigned = frozenset(partitions)
         log.info("assigned %s", sorted(self.assigned))
 
-    def on_revoke(self, _consumer: rdkafka.Consumer, partitions: list[rdkafka.TopicPartition]) -> None:
+    def on_revoke(self, partitions: list[Partition]) -> None:
         """Commit what was published before the partitions go to another predictor."""
         if partitions and not self.closing:
             self.commit()
-        for tp in partitions:
-            self.positions.pop((tp.topic, tp.partition), None)
+        for p in partitions:
+            self.positions.pop(p, None)
         self.assigned = frozenset()

@@ -11,24 +11,9 @@ import logging
 import time
 from typing import Any
 
-import confluent_kafka as rdkafka
-
 from stream_learner.budget import FeatureBudget
 
 log = logging.getLogger("stream_learner.learner")
-
-
-def lag(consumer: rdkafka.Consumer) -> int | None:
-    """Records not read yet in the assigned partitions, from what the last fetches said (no
-    request to the broker); None while a partition's end is not known yet."""
-    total = 0
-    assigned = consumer.assignment()
-    for tp, position in zip(assigned, consumer.position(assigned), strict=True):
-        high = consumer.get_watermark_offsets(tp, cached=True)[1]
-        if high < 0 or position.offset < 0:
-            return None
-        total += max(0, high - position.offset)
-    return total
 
 
 class Progress:

@@ -20,11 +20,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import confluent_kafka as rdkafka
-
-from consumers.kafka_io import BROKER_WAIT_S, poll
-from stream_learner.checkpoint import tp_key
-from stream_learner.errors import StreamLearnerError
+from consumers.clients.base import Consumer
+from stream_learner.events import Partition
 
 log = logging.getLogger("stream_learner.learner")
 
@@ -33,77 +30,68 @@ Position = tuple[str, int, int]  # (topic, partition, offset) of a source record
 
 class ReplayGuard:
     def __init__(self) -> None:
-        self.answered: dict[str, int] = {}  # "topic:partition" -> next offset after this process's last
+        self.answered: dict[Partition, int] = {}  # -> the next offset after this process's last
         self.recovered: set[Position] = set()  # sent by an earlier run, past its checkpoint
 
-    def sent(self, tpk: str, where: Position) -> bool:
+    def sent(self, tp: Partition, where: Position) -> bool:
         """Whether the record's prediction or dead letter was sent already."""
-        return where[2] < self.answered.get(tpk, 0) or (bool(self.recovered) and where in self.recovered)
+        return where[2] < self.answered.get(tp, 0) or (bool(self.recovered) and where in self.recovered)
 
-    def answer(self, tpk: str, offset: int) -> None:
+    def answer(self, tp: Partition, offset: int) -> None:
         """The record at ``offset`` is answered (its prediction or dead letter is sent)."""
-        self.answered[tpk] = offset + 1
+        self.answered[tp] = offset + 1
 
-    def ahead_of(self, offsets: dict[str, int]) -> bool:
+    def ahead_of(self, offsets: dict[Partition, int]) -> bool:
         """Whether something was sent for a record beyond these offsets: a checkpoint with them
         must keep the positions from which a restart finds it."""
         return (any(o > offsets.get(k, 0) for k, o in self.answered.items())
-                or any(o >= offsets.get(tp_key(t, p), 0) for t, p, o in self.recovered))
+                or any(o >= offsets.get((t, p), 0) for t, p, o in self.recovered))
 
-    def covered(self, offsets: dict[str, int]) -> None:
+    def covered(self, offsets: dict[Partition, int]) -> None:
         """A checkpoint holds these offsets: what was recovered before them is behind us."""
-        self.recovered = {(t, p, o) for t, p, o in self.recovered if o >= offsets.get(tp_key(t, p), 0)}
+        self.recovered = {(t, p, o) for t, p, o in self.recovered if o >= offsets.get((t, p), 0)}
 
 
-def topic_ends(reader: rdkafka.Consumer, topic: str, flag: str) -> dict[int, int]:
-    """Partition -> end offset of ``topic`` (none while it does not exist)."""
-    try:
-        found = reader.list_topics(topic, timeout=BROKER_WAIT_S).topics[topic]
-        return {p: reader.get_watermark_offsets(rdkafka.TopicPartition(topic, p), timeout=BROKER_WAIT_S)[1]
-                for p in sorted(found.partitions)}
-    except rdkafka.KafkaException as exc:
-        raise StreamLearnerError(f"{flag} {topic}: {exc.args[0].str()}") from None
-
-
-def positions(reader: rdkafka.Consumer, topics: dict[str, str]) -> dict[str, int]:
+def positions(reader: Consumer, topics: dict[str, str]) -> dict[Partition, int]:
     """Where each partition of these topics (name -> its flag) ends now."""
-    out: dict[str, int] = {}
+    out: dict[Partition, int] = {}
     for topic, flag in topics.items():
-        out.update({tp_key(topic, p): end for p, end in topic_ends(reader, topic, flag).items()})
+        out.update({(topic, p): end for p, end in reader.end_offsets(topic, flag).items()})
     return out
 
 
-def recover(reader: rdkafka.Consumer, *, topics: dict[str, str], start: dict[str, int],
-            model: str, offsets: dict[str, int]) -> set[Position]:
+def recover(reader: Consumer, *, topics: dict[str, str], start: dict[Partition, int],
+            model: str, offsets: dict[Partition, int]) -> set[Position]:
     """The source records of the predictions and dead letters of ``model`` in mode ``learn``
     found on ``topics`` (name -> its flag) from the ``start`` positions on, at or past the
     checkpoint's ``offsets``."""
     found: set[Position] = set()
     for topic, flag in topics.items():
-        ends = topic_ends(reader, topic, flag)
-        begin = {p: start.get(tp_key(topic, p), 0) for p in ends}
+        ends = reader.end_offsets(topic, flag)
+        begin = {p: start.get((topic, p), 0) for p in ends}
         for value, headers in _read(reader, topic, begin, ends):
             where = _source(value, headers, model)
-            if where is not None and where[2] >= offsets.get(tp_key(where[0], where[1]), 0):
+            if where is not None and where[2] >= offsets.get(where[:2], 0):
                 found.add(where)
     return found
 
 
-def _read(reader: rdkafka.Consumer, topic: str, begin: dict[int, int], ends: dict[int, int]
+def _read(reader: Consumer, topic: str, begin: dict[int, int], ends: dict[int, int]
           ) -> Iterable[tuple[bytes | None, list[tuple[str, Any]]]]:
     pending = {p: end for p, end in ends.items() if begin[p] < end}
     if not pending:
         return
-    reader.assign([rdkafka.TopicPartition(topic, p, begin[p]) for p in pending])
+    reader.assign({(topic, p): begin[p] for p in pending})
     deadline = time.monotonic() + 60
     while pending and time.monotonic() < deadline:
-        for m in poll(reader, 500, 0.2):
-            partition, offset = m.partition() or 0, m.offset() or 0
-            if m.error() is None:
-                headers: Any = m.headers() or []  # a list of (name, value) from a consumer
-                yield m.value(), headers
-            if m.error() is not None or offset + 1 >= pending.get(partition, 0):
-                pending.pop(partition, None)  # read to its end, or to where it ended
+        batch = reader.poll(500, 0.2)
+        for m in batch.records:
+            headers: Any = m.headers() or []  # a list of (name, value) from a consumer
+            yield m.value(), headers
+            if (m.offset() or 0) + 1 >= pending.get(m.partition() or 0, 0):
+                pending.pop(m.partition() or 0, None)  # read to where it ended
+        for _, partition in batch.ended:
+            pending.pop(partition, None)  # read to its end
     reader.unassign()
 
 

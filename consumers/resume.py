@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import logging
 
-from consumers.kafka_io import make_reader
+from consumers.clients.base import Clients
 from consumers.replay import positions, recover
-from stream_learner.checkpoint import CheckpointMeta, open_record
+from stream_learner.checkpoint import CheckpointMeta, open_record, read_offsets
 from stream_learner.config import Settings
 from stream_learner.engine import ModelState
 from stream_learner.errors import ConfigError, InvalidEvent, NoCheckpoint
-from stream_learner.events import check_label
+from stream_learner.events import Partition, check_label
 from stream_learner.models import same_spec
 from stream_learner.pending import PendingLabels
 from stream_learner.state.base import ModelStore
@@ -67,22 +67,22 @@ def output_topics(settings: Settings) -> dict[str, str]:
             settings.dead_letters_to("learn"): "--dead-letter-topic"}
 
 
-def output_positions(settings: Settings) -> dict[str, int]:
+def output_positions(settings: Settings, clients: Clients) -> dict[Partition, int]:
     """Where each partition of the predictions and dead-letter topics ends now."""
-    reader = make_reader(settings)
+    reader = clients.reader()
     try:
         return positions(reader, output_topics(settings))
     finally:
         reader.close()
 
 
-def sent_after(settings: Settings, meta: CheckpointMeta) -> set[tuple[str, int, int]]:
+def sent_after(settings: Settings, clients: Clients, meta: CheckpointMeta) -> set[tuple[str, int, int]]:
     """The predictions and dead letters an earlier run sent after the checkpoint ``meta``, so
     that a replay does not send them twice (``ReplayGuard.recovered``)."""
-    reader = make_reader(settings)
+    reader = clients.reader()
     try:
-        found = recover(reader, topics=output_topics(settings), start=meta.published,
-                        model=settings.model, offsets=meta.offsets)
+        found = recover(reader, topics=output_topics(settings), start=read_offsets(meta.published),
+                        model=settings.model, offsets=read_offsets(meta.offsets))
     finally:
         reader.close()
     if found:

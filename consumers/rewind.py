@@ -25,8 +25,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from stream_learner.checkpoint import CheckpointMeta, tp_key
+from stream_learner.checkpoint import CheckpointMeta
 from stream_learner.errors import InvalidEvent
+from stream_learner.events import Partition
 
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -74,24 +75,26 @@ class Rewinder:
         if self.model_errors == 1:
             self.first_model_error = error
 
-    def keep(self, payload: bytes, meta: CheckpointMeta, since: int) -> None:
-        """A snapshot of the state as it is now: the point the next rewind goes to."""
+    def keep(self, payload: bytes, meta: CheckpointMeta, since: int, offsets: dict[Partition, int]) -> None:
+        """A snapshot of the state as it is now (at ``offsets``): the point the next rewind
+        goes to."""
         self.snapshot_now = False
         self.point = RewindPoint(payload, meta, self.handled.seq, since)
         self.handled.drop_before(self.point.seq)
-        self._covered(meta.offsets)
+        self._covered(offsets)
 
-    def saved(self, seq: int, payload: bytes | None, meta: CheckpointMeta) -> None:
-        """A checkpoint of the first ``seq`` records is saved: the new point, unless a later
-        snapshot was kept since."""
+    def saved(self, seq: int, payload: bytes | None, meta: CheckpointMeta,
+              offsets: dict[Partition, int]) -> None:
+        """A checkpoint of the first ``seq`` records (at ``offsets``) is saved: the new point,
+        unless a later snapshot was kept since."""
         if seq >= self.point.seq:
             self.point = RewindPoint(payload, meta if payload is not None else None, seq)
             self.handled.drop_before(seq)
-        self._covered(meta.offsets)
+        self._covered(offsets)
 
-    def _covered(self, offsets: dict[str, int]) -> None:
+    def _covered(self, offsets: dict[Partition, int]) -> None:
         self.poisoned = {(t, p, o): e for (t, p, o), e in self.poisoned.items()
-                         if o >= offsets.get(tp_key(t, p), 0)}
+                         if o >= offsets.get((t, p), 0)}
 
 
 class Handled:

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 from stream_learner import unpickler
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, IntegrityError
+from stream_learner.events import Partition
 from stream_learner.models import runtime_versions
 
 FORMAT = 2
@@ -79,8 +80,27 @@ class Checkpoint:
     state: ModelState
 
 
-def tp_key(topic: str, partition: int) -> str:
-    return f"{topic}:{partition}"
+def partition_key(partition: Partition) -> str:
+    """How the header spells a partition: ``topic:partition``."""
+    return f"{partition[0]}:{partition[1]}"
+
+
+def header_offsets(offsets: Mapping[Partition, int]) -> dict[str, int]:
+    """Offsets by partition, as the header keeps them.
+
+    >>> header_offsets({("events", 0): 5}), read_offsets({"events:0": 5, "a:b:1": 2})
+    ({'events:0': 5}, {('events', 0): 5, ('a:b', 1): 2})
+    """
+    return {partition_key(p): o for p, o in offsets.items()}
+
+
+def read_offsets(header: Mapping[str, int]) -> dict[Partition, int]:
+    """Offsets by partition, from the header's spelling."""
+    out: dict[Partition, int] = {}
+    for key, offset in header.items():
+        topic, _, partition = key.rpartition(":")
+        out[topic, int(partition)] = offset
+    return out
 
 
 def _mac(key: bytes, header: bytes, payload: bytes) -> str:

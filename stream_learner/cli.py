@@ -13,7 +13,9 @@ import importlib.metadata
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -168,33 +170,49 @@ def _freeze_heap() -> None:
 
 
 def cmd_learn(settings: Settings, _args: argparse.Namespace) -> int:
-    from consumers.kafka_io import require_broker, stop_on_signals
+    from consumers.clients.librdkafka import LibrdkafkaClients
     from consumers.learner import Learner
     from stream_learner.models import check_spec
 
     _require_key(settings)
     check_spec(settings.model_spec, settings.task)  # a wrong spec fails before any I/O
     log.info("learn: settings %s", settings.redacted())
-    require_broker(settings)
+    clients = LibrdkafkaClients(settings)
+    clients.require_broker()
     _freeze_heap()
-    Learner(settings, _store(settings)).run(stop_on_signals())
+    Learner(settings, _store(settings), clients).run(_stop_on_signals())
     return 0
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
-    from consumers.kafka_io import require_broker, stop_on_signals
+    from consumers.clients.librdkafka import LibrdkafkaClients
     from consumers.predictor import Predictor
 
     _require_key(settings)
     log.info("serve: settings %s", settings.redacted())
-    require_broker(settings)
+    clients = LibrdkafkaClients(settings)
+    clients.require_broker()
     _freeze_heap()
-    Predictor(settings, _store(settings)).run(stop_on_signals())
+    Predictor(settings, _store(settings), clients).run(_stop_on_signals())
     return 0
 
 
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, so the loop can finish its batch and checkpoint."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.info("received %s: stopping after this batch", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
-    from consumers.kafka_io import make_producer, produce, require_broker
+    from consumers.clients.base import Delivery
+    from consumers.clients.librdkafka import LibrdkafkaClients
 
     if args.limit < 0:
         raise ConfigError(f"--limit: must be at least 0, got {args.limit}")
@@ -203,19 +221,20 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     if args.label_delay is not None and (args.label_delay < 0 or not settings.labels_topic):
         raise ConfigError("--label-delay: needs --labels-topic and a delay of at least 0 events")
     messages = schedule(settings, list(iter_events(settings, args)), args.label_delay)  # fails before I/O
-    require_broker(settings)
-    producer = make_producer(settings, "stream-learner-produce")
+    clients = LibrdkafkaClients(settings)
+    clients.require_broker()
+    producer = clients.producer("stream-learner-produce")
     failures: list[str] = []
 
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(error.str())
+    def delivered(delivery: Delivery) -> None:
+        if delivery.error is not None:
+            failures.append(delivery.error)
 
     base_ms = int(time.time() * 1000)
     for seq, (topic, key, doc) in enumerate(messages):
         # Timestamps one millisecond apart keep the event/label order across the two topics.
-        produce(producer, topic, json.dumps(doc, default=_plain).encode(), key.encode(), delivered,
-                timestamp_ms=base_ms + seq)
+        producer.send(topic, json.dumps(doc, default=_plain).encode(), key.encode(), on_delivery=delivered,
+                      timestamp_ms=base_ms + seq)
     if producer.flush(120):
         failures.append("not sent within 120 s")
     if failures:

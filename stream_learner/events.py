@@ -77,6 +77,9 @@ class Source:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
+Partition = tuple[str, int]  # (topic, partition): how the service names a partition
+
+
 @dataclass(slots=True)
 class Event:
     id: str

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from consumers.clients.librdkafka import LibrdkafkaClients
 from stream_learner.checkpoint import Checkpoint, CheckpointMeta, open_record, read_meta
 from stream_learner.config import Settings
 from stream_learner.state.redis import RedisStore
@@ -21,6 +22,11 @@ from tools.localstack import KafkaBroker, RedisServer
 from tools.service import service_env
 
 KEY = "integration-test-key"
+
+
+def kafka_clients(settings: Settings) -> LibrdkafkaClients:
+    """The service's Kafka clients, as the CLI makes them."""
+    return LibrdkafkaClients(settings)
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float = 60.0, every: float = 0.05) -> Any:
@@ -156,7 +162,7 @@ def learn_all(settings: Settings, count: int, timeout: float = 120.0) -> Checkpo
     """Run a learner in a thread until a checkpoint covers ``count`` messages; then stop it."""
     from consumers.learner import Learner
 
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
 
     def covered() -> CheckpointMeta | None:
         learner.check()

@@ -16,6 +16,7 @@ from stream_learner.state.redis import RedisStore
 from tests.integration.helpers import (
     KEY,
     InThread,
+    kafka_clients,
     make_settings,
     phishing,
     produce,
@@ -54,7 +55,7 @@ def test_least_privilege_redis_users_and_no_secrets_in_output(
         wait_learned(settings, 500)
         serve = replace(settings, redis_url=as_reader, events_topic=topic("live"),
                         predictions_topic=unique("served"))
-        predictor = Predictor(serve, RedisStore(as_reader, prefix))
+        predictor = Predictor(serve, RedisStore(as_reader, prefix), kafka_clients(serve))
         serving = InThread(predictor)
         produce(kafka.bootstrap, serve.events_topic, event_bytes(rows[:100]))
         assert len(read_topic(kafka.bootstrap, serve.predictions_topic, 100)) == 100

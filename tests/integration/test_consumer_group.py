@@ -10,7 +10,7 @@ from collections.abc import Callable
 import confluent_kafka as rdkafka
 from kafka import KafkaAdminClient
 
-from consumers.kafka_io import make_consumer, make_producer, poll, produce
+from consumers.clients.librdkafka import make_consumer, make_producer, poll
 from stream_learner.config import Settings
 from tests.integration.helpers import InThread, make_settings, wait_for
 from tools.localstack import KafkaBroker, RedisServer
@@ -88,7 +88,7 @@ def test_a_poll_hands_over_what_has_arrived_without_waiting_for_a_full_batch(
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline:
             for _ in range(2):
-                produce(producer, settings.events_topic, b"x" * 200, None, lambda _e, _m: None)
+                producer.produce(settings.events_topic, b"x" * 200)
             sent += 2
             producer.poll(0)
             time.sleep(0.01)
@@ -109,7 +109,7 @@ def test_a_poll_hands_over_what_has_arrived_without_waiting_for_a_full_batch(
             polls += 1
             if producing.is_set() and took > 1.0:
                 slow.append(round(took, 2))
-            received += len(batch)
+            received += len(batch.records)
     finally:
         feeder.join()
         consumer.close()

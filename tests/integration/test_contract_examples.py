@@ -12,6 +12,7 @@ from consumers.predictor import Predictor
 from stream_learner.config import DEFAULT_SPEC
 from tests.integration.helpers import (
     InThread,
+    kafka_clients,
     learn_all,
     make_settings,
     produce,
@@ -44,7 +45,7 @@ def test_the_contracts_examples_pass_the_default_learner_and_predictor(
     assert meta.learned == 2 and meta.dead_letters == {}
 
     serving = replace(learning, predictions_topic=topic("served"), dead_letter_topic=topic("served-dlq"))
-    predictor = InThread(Predictor(serving, store_for(serving)))
+    predictor = InThread(Predictor(serving, store_for(serving), kafka_clients(serving)))
 
     def served() -> bool:
         predictor.check()

@@ -18,6 +18,7 @@ from stream_learner.engine import id_hash
 from tests.integration.conftest import create_topic
 from tests.integration.helpers import (
     InThread,
+    kafka_clients,
     load_checkpoint,
     make_settings,
     phishing,
@@ -52,10 +53,10 @@ def test_redis_outage_learning_goes_on_and_checkpoints_resume(
         serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"))
         messages = event_bytes(rows)
         produce(kafka.bootstrap, learn.events_topic, messages[:400])
-        learner = Learner(learn, store_for(learn))
+        learner = Learner(learn, store_for(learn), kafka_clients(learn))
         learning = InThread(learner)
         acknowledged = wait_learned(learn, 400)
-        predictor = Predictor(serve, store_for(serve))
+        predictor = Predictor(serve, store_for(serve), kafka_clients(serve))
         serving = InThread(predictor)
         wait_for("the predictor to load a model", lambda: predictor.engine is not None)
 
@@ -99,9 +100,9 @@ def test_broker_sigkill_under_a_learner_and_a_predictor(
         create_topic(broker.bootstrap, serve.events_topic, partitions=2)
         messages = event_bytes(rows)
         produce(broker.bootstrap, learn.events_topic, messages[:500])
-        learning = InThread(Learner(learn, store_for(learn)))
+        learning = InThread(Learner(learn, store_for(learn), kafka_clients(learn)))
         wait_learned(learn, 500)
-        predictor = Predictor(serve, store_for(serve))
+        predictor = Predictor(serve, store_for(serve), kafka_clients(serve))
         serving = InThread(predictor)
         produce(broker.bootstrap, serve.events_topic, messages[:500])
         read_topic(broker.bootstrap, serve.predictions_topic, 500)
@@ -146,10 +147,10 @@ def test_a_stalled_redis_holds_up_no_prediction_and_a_save_whose_answer_was_lost
         serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"))
         messages = event_bytes(rows)
         produce(kafka.bootstrap, learn.events_topic, messages[:400])
-        learner = Learner(learn, store_for(learn))
+        learner = Learner(learn, store_for(learn), kafka_clients(learn))
         learning = InThread(learner)
         wait_learned(learn, 400)
-        predictor = Predictor(serve, store_for(serve))
+        predictor = Predictor(serve, store_for(serve), kafka_clients(serve))
         serving = InThread(predictor)
         wait_for("the predictor to load a model", lambda: predictor.engine is not None)
 

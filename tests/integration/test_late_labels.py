@@ -20,6 +20,7 @@ from stream_learner.config import Settings
 from stream_learner.engine import id_hash
 from tests.integration.helpers import (
     InThread,
+    kafka_clients,
     latest_meta,
     load_checkpoint,
     make_settings,
@@ -62,7 +63,7 @@ def test_delayed_labels_equal_progressive_val_score_with_delay(
 ) -> None:
     settings = late_settings(kafka, redis_server, unique, topic)
     produce_with_delay(settings)
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     wait_learned(settings, 1250)
     learner.stop()
 
@@ -82,7 +83,7 @@ def test_concurrently_consumed_labels_equal_a_model_learning_them_in_order(
 ) -> None:
     """Events and labels produced live on two topics while the learner consumes both."""
     settings = late_settings(kafka, redis_server, unique, topic)
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     wait_for("the learner's first checkpoint", lambda: latest_meta(settings) is not None)
     rows = list(datasets.Phishing())
     producer = KafkaProducer(bootstrap_servers=kafka.bootstrap, linger_ms=1)
@@ -151,7 +152,7 @@ def test_expiry_late_unknown_duplicate_labels_and_a_bound_on_pending(
     producer.flush()
     producer.close()
 
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     peaks = []
 
     def done() -> bool:
@@ -191,7 +192,7 @@ def test_sigkill_with_late_labels_learns_every_pair_exactly_once(
         proc.wait(30)
     feeder.join()
     ids = [key for key, _ in events]
-    final = InThread(Learner(settings, store_for(settings)))
+    final = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     meta = wait_learned(settings, len(ids), timeout=120)
     final.stop()
     assert meta.learned == len(ids) and meta.labels["matched"] == len(ids)
@@ -218,12 +219,13 @@ def test_a_frozen_predictor_ignores_the_labels_topic(
     settings = late_settings(kafka, redis_server, unique, topic)
     rows = phishing()
     produce(kafka.bootstrap, settings.events_topic, event_bytes(rows[:200]))
-    learner = InThread(Learner(replace(settings, labels_topic=""), store_for(settings)))
+    unlabelled = replace(settings, labels_topic="")
+    learner = InThread(Learner(unlabelled, store_for(settings), kafka_clients(unlabelled)))
     wait_learned(settings, 200)
     learner.stop()
 
     serve = replace(settings, events_topic=topic("live"), predictions_topic=unique("served"))
-    predictor = Predictor(serve, store_for(serve))
+    predictor = Predictor(serve, store_for(serve), kafka_clients(serve))
     serving = InThread(predictor)
     produce(kafka.bootstrap, settings.labels_topic,
             [(None, json.dumps({"id": f"e-{i}", "y": True}).encode()) for i in range(100)])

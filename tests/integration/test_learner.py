@@ -25,6 +25,7 @@ from stream_learner.config import Settings
 from tests.integration.helpers import (
     KEY,
     InThread,
+    kafka_clients,
     latest_meta,
     load_checkpoint,
     make_settings,
@@ -65,7 +66,7 @@ def test_service_metric_and_model_equal_river_on_phishing(
                              busy_poll_ms=busy_poll_ms)
     produce(kafka.bootstrap, settings.events_topic, event_bytes(rows))
 
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     wait_learned(settings, len(rows))
     learner.stop()
 
@@ -166,7 +167,7 @@ def test_bad_input_is_dead_lettered_and_the_model_learns_only_good_events(
 
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"))
     produce(kafka.bootstrap, settings.events_topic, stream)
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     wait_learned(settings, len(rows))
     learner.stop()
 
@@ -198,7 +199,7 @@ def test_tampered_checkpoint_is_refused_and_never_unpickled(
 ) -> None:
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"))
     produce(kafka.bootstrap, settings.events_topic, event_bytes(phishing()[:200]))
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     meta = wait_learned(settings, 200)
     learner.stop()
 
@@ -259,7 +260,7 @@ def test_a_model_that_raises_mid_update_is_rewound_not_left_half_updated(
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
                              model_spec="tests.unit.factories:fragile_logreg", checkpoint_every=100)
     produce(kafka.bootstrap, settings.events_topic, stream)
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     wait_for("every event to be checkpointed",
              lambda: (m := latest_meta(settings)) is not None and sum(m.offsets.values()) == len(stream))
     learner.stop()
@@ -288,7 +289,7 @@ def test_kafka_hears_of_each_checkpoint_s_offsets_for_lag_monitoring(
     group = KafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=settings.consumer_group("learn"),
                           enable_auto_commit=False)
     try:
-        learner = InThread(Learner(settings, store_for(settings)))
+        learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
         for start, learned in ((0, 300), (300, 450)):
             produce(kafka.bootstrap, settings.events_topic, event_bytes(rows[start:learned], start=start))
             wait_learned(settings, learned)
@@ -313,7 +314,7 @@ def test_a_model_is_pickled_in_the_loop_if_it_pickles_within_the_limit_and_forke
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC,
                              checkpoint_every=100, checkpoint_interval=0.3,
                              checkpoint_inline_bytes=inline_bytes)  # ours pickles to ~30 KB
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     for start in range(0, len(rows), 250):  # in rounds, so that there are several checkpoints
         chunk = rows[start:start + 250]
         produce(kafka.bootstrap, settings.events_topic, event_bytes(chunk, start=start))
@@ -387,7 +388,7 @@ def test_the_learner_says_what_it_is_doing_and_when_it_is_caught_up(
         return [r.getMessage() for r in caplog.records if text in r.getMessage()]
 
     produce(kafka.bootstrap, settings.events_topic, event_bytes(rows))
-    learner = InThread(Learner(settings, store_for(settings)))
+    learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))
     wait_learned(settings, len(rows))
     wait_for("an idle line", lambda: said("idle, caught up"))
     since = time.monotonic()

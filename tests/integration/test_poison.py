@@ -16,6 +16,7 @@ from consumers.predictor import Predictor
 from tests.integration.helpers import (
     InThread,
     Message,
+    kafka_clients,
     latest_meta,
     learn_all,
     make_settings,
@@ -67,7 +68,7 @@ def test_invalid_messages_near_the_limit_and_tombstones_are_dead_lettered_and_pa
     serving = make_settings(kafka, redis_server, unique, events_topic=learning.events_topic,
                             model=learning.model, key_prefix=learning.key_prefix,
                             dead_letter_topic=default_dlq)
-    predictor = InThread(Predictor(serving, store_for(serving)))
+    predictor = InThread(Predictor(serving, store_for(serving), kafka_clients(serving)))
 
     def predicted() -> list[Message]:
         predictor.check()

@@ -15,6 +15,7 @@ from consumers.learner import Learner
 from consumers.predictor import Predictor
 from tests.integration.helpers import (
     InThread,
+    kafka_clients,
     latest_meta,
     learn_all,
     make_settings,
@@ -43,10 +44,10 @@ def test_frozen_model_never_changes_and_hot_reloads_without_loss_or_duplicates(
 
     # v1: a learner trained on the first half.
     produce(kafka.bootstrap, learn.events_topic, event_bytes(rows[:625], "train"))
-    learner = InThread(Learner(learn, store_for(learn)))
+    learner = InThread(Learner(learn, store_for(learn), kafka_clients(learn)))
     v1 = wait_learned(learn, 625)
 
-    predictor = Predictor(serve, store_for(serve))
+    predictor = Predictor(serve, store_for(serve), kafka_clients(serve))
     serving = InThread(predictor)
     wait_for("the predictor to load v1", lambda: predictor.engine is not None)
     before = pickle.dumps(predictor.engine.state if predictor.engine else None)
@@ -95,13 +96,13 @@ def test_two_predictors_share_partitions_and_one_takes_over(
     rows = phishing()
     learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"))
     produce(kafka.bootstrap, learn.events_topic, event_bytes(rows[:300], "train"))
-    learner = InThread(Learner(learn, store_for(learn)))
+    learner = InThread(Learner(learn, store_for(learn), kafka_clients(learn)))
     wait_learned(learn, 300)
     learner.stop()
 
     serve = replace(learn, events_topic=topic("live", partitions=4), predictions_topic=unique("served"),
                     commit_interval=0.2)
-    a, b = Predictor(serve, store_for(serve)), Predictor(serve, store_for(serve))
+    a, b = (Predictor(serve, store_for(serve), kafka_clients(serve)) for _ in range(2))
     run_a, run_b = InThread(a), InThread(b)
 
     def balanced() -> bool:
@@ -148,7 +149,7 @@ def test_a_predictor_not_told_of_a_dead_letter_topic_counts_and_logs_and_writes_
                     dead_letter_topic="")
     bad = [(None, b"not json"), (None, b'{"x": {"a": NaN}}'), (None, b'{"y": true}')]
     produce(kafka.bootstrap, serve.events_topic, [*event_bytes(rows[:20]), *bad])
-    predictor = Predictor(serve, store_for(serve))
+    predictor = Predictor(serve, store_for(serve), kafka_clients(serve))
     serving = InThread(predictor)
     assert len(read_topic(kafka.bootstrap, serve.predictions_topic, 20)) == 20
     wait_for("the three rejections", lambda: predictor.letters is not None

@@ -22,6 +22,7 @@ from consumers.learner import Learner
 from consumers.predictor import Predictor
 from tests.integration.helpers import (
     InThread,
+    kafka_clients,
     latest_meta,
     make_settings,
     phishing,
@@ -95,8 +96,8 @@ def test_any_json_in_any_field_at_a_running_learner_and_predictor(
     base_ms = int(time.time() * 1000)
     produce_at(kafka.bootstrap, learning.events_topic, stream, base_ms)
 
-    learner = InThread(Learner(learning, store_for(learning)))
-    predictor = InThread(Predictor(serving, store_for(serving)))
+    learner = InThread(Learner(learning, store_for(learning), kafka_clients(learning)))
+    predictor = InThread(Predictor(serving, store_for(serving), kafka_clients(serving)))
 
     def learned_all() -> bool:
         learner.check()

@@ -1,15 +1,14 @@
 """The checkpointer's protocol (plan -> flush -> write fenced -> commit) with the in-memory
-store and twins of the producer and consumer: no Kafka, no Redis."""
+store and the in-memory twins of the Kafka clients: no Kafka, no Redis."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
-import confluent_kafka as rdkafka
 import pytest
 
 from consumers.checkpointer import Checkpointer, Cursor, Plan
+from consumers.clients.memory import MemoryBroker, MemoryConsumer, MemoryProducer
 from consumers.kafka_io import Publisher
 from stream_learner.checkpoint import CheckpointMeta, Record, open_record
 from stream_learner.config import Settings
@@ -22,68 +21,12 @@ SETTINGS = Settings(model="m", hmac_key="k" * 32, checkpoint_every=10, checkpoin
 SPEC = "preprocessing.StandardScaler() | linear_model.LogisticRegression()"
 
 
-class Delivered:
-    def __init__(self, topic: str, offset: int) -> None:
-        self._topic, self._offset = topic, offset
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-
-class ProducerTwin:
-    """Queues sends; ``poll`` answers them (acknowledged) only while ``acking`` is set."""
-
-    def __init__(self) -> None:
-        self.queued: list[tuple[str, Any]] = []
-        self.acking = True
-        self.offsets: dict[str, int] = {}
-
-    def produce(self, topic: str, value: bytes | None, key: bytes | None, **options: Any) -> None:
-        self.queued.append((topic, options["on_delivery"]))
-
-    def poll(self, timeout: float) -> int:
-        if not self.acking:
-            return 0
-        answered, self.queued = self.queued, []
-        for topic, on_delivery in answered:
-            offset = self.offsets.get(topic, 0)
-            self.offsets[topic] = offset + 1
-            on_delivery(None, Delivered(topic, offset))
-        return len(answered)
-
-    def flush(self, timeout: float) -> int:
-        return self.poll(timeout)
-
-
-class Assigned:
-    def __init__(self, topic: str, partition: int) -> None:
-        self.topic, self.partition = topic, partition
-
-
-class ConsumerTwin:
-    def __init__(self, *assigned: tuple[str, int]) -> None:
-        self.assigned = [Assigned(t, p) for t, p in assigned]
-        self.commits: list[list[rdkafka.TopicPartition]] = []
-
-    def assignment(self) -> list[Assigned]:
-        return self.assigned
-
-    def commit(self, offsets: list[rdkafka.TopicPartition], asynchronous: bool) -> None:
-        self.commits.append(offsets)
-
-
 class StreamTwin:
     """The loop, as the checkpointer sees it: a model, where it stands, what it heard."""
 
     def __init__(self) -> None:
         self.state = ModelState.fresh(SPEC)
-        self.offsets: dict[str, int] = {}
+        self.offsets: dict[tuple[str, int], int] = {}
         self.saves: list[tuple[Plan, CheckpointMeta, bytes | None]] = []
 
     def cursor(self) -> Cursor:
@@ -111,12 +54,12 @@ class FlakyStore(MemoryStore):
         super().save(model, version, record, token, keep)
 
 
-def setup(store: MemoryStore | None = None) -> tuple[Checkpointer, StreamTwin, ProducerTwin, MemoryStore]:
+def setup(store: MemoryStore | None = None) -> tuple[Checkpointer, StreamTwin, MemoryProducer, MemoryStore]:
     store = store if store is not None else MemoryStore()
     token = store.acquire("m", ttl=60.0, owner="a")
     assert token is not None
-    stream, producer = StreamTwin(), ProducerTwin()
-    publisher = Publisher(producer, SETTINGS)  # type: ignore[arg-type]
+    stream, producer = StreamTwin(), MemoryProducer(MemoryBroker())
+    publisher = Publisher(producer, SETTINGS)
     checkpointer = Checkpointer(SETTINGS, store, stream, publisher=publisher, token=token,
                                 resumed=CheckpointMeta("m", 0, {}))
     return checkpointer, stream, producer, store
@@ -126,7 +69,7 @@ def learn(checkpointer: Checkpointer, stream: StreamTwin, n: int) -> None:
     """The loop handled ``n`` records of events/0, each with a prediction sent."""
     for _ in range(n):
         checkpointer.publisher.prediction("k", b"{}")
-        stream.offsets["events:0"] = stream.offsets.get("events:0", 0) + 1
+        stream.offsets["events", 0] = stream.offsets.get(("events", 0), 0) + 1
         checkpointer.since += 1
 
 
@@ -208,11 +151,14 @@ def test_a_writer_whose_lease_was_taken_over_is_fenced() -> None:
 
 def test_kafka_hears_the_offsets_of_the_assigned_partitions_once() -> None:
     checkpointer, stream, _, _ = setup()
-    stream.offsets["other:3"] = 4
+    stream.offsets["other", 3] = 4
     learn(checkpointer, stream, 10)
     checkpointer.write("interval")
-    consumer: Any = ConsumerTwin(("events", 0))
+    broker = MemoryBroker()
+    consumer = MemoryConsumer(broker)
+    consumer.assign({("events", 0): 0})
     checkpointer.commit(consumer, wait=False)
-    checkpointer.commit(consumer, wait=False)
-    assert [[(tp.topic, tp.partition, tp.offset) for tp in c] for c in consumer.commits] == [
-        [("events", 0, 10)]]
+    assert broker.committed == {("events", 0): 10}
+    broker.committed.clear()
+    checkpointer.commit(consumer, wait=False)  # nothing new since
+    assert broker.committed == {}

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from consumers.clients.base import Headers
 from consumers.dead_letters import Author, DeadLetters, detail_header, fit
-from consumers.kafka_io import Headers
 from stream_learner.errors import InvalidEvent
 from stream_learner.events import Source
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from consumers.kafka_io import make_consumer, make_producer, security_options
+from consumers.clients.librdkafka import make_consumer, make_producer, security_options
 from stream_learner.config import Settings
 from stream_learner.errors import StreamLearnerError
 

@@ -1,4 +1,4 @@
-"""``kafka_io.poll`` and ``Poller`` against an in-memory twin of librdkafka's consumer."""
+"""librdkafka's ``poll`` and the ``Poller`` against an in-memory twin of librdkafka's consumer."""
 
 from __future__ import annotations
 
@@ -10,13 +10,23 @@ import confluent_kafka as rdkafka
 import pytest
 
 from consumers import kafka_io
-from consumers.kafka_io import Poller, poll
+from consumers.clients import librdkafka
+from consumers.clients.base import Batch
+from consumers.clients.librdkafka import RdConsumer, poll
+from consumers.kafka_io import Poller
 from stream_learner.errors import StreamLearnerError
 
 
 class Msg:
-    def __init__(self, error: rdkafka.KafkaError | None = None) -> None:
+    def __init__(self, error: rdkafka.KafkaError | None = None, partition: int = 0) -> None:
         self._error = error
+        self._partition = partition
+
+    def topic(self) -> str:
+        return "events"
+
+    def partition(self) -> int:
+        return self._partition
 
     def error(self) -> rdkafka.KafkaError | None:
         return self._error
@@ -56,10 +66,11 @@ def test_records_and_end_markers_pass_and_other_errors_are_logged_and_dropped(
 ) -> None:
     record, end = Msg(), Msg(EOF_)
     broken = Msg(rdkafka.KafkaError(rdkafka.KafkaError._TRANSPORT, "broker down"))
-    consumer: Any = ConsumerTwin([record, broken, end])
+    again, read_again = Msg(EOF_, partition=1), Msg(partition=1)  # an end, then more records
+    consumer: Any = ConsumerTwin([record, broken, end, again, read_again])
     with caplog.at_level(logging.WARNING, logger="stream_learner"):
-        got: list[Any] = poll(consumer, 10, 0.1)
-    assert got == [record, end]
+        got = poll(consumer, 10, 0.1)
+    assert got == Batch([record, read_again], frozenset({("events", 0)}))
     assert "broker down" in caplog.text
     assert consumer.waits == [0]  # something was queued: no wait at all
 
@@ -73,22 +84,21 @@ def test_a_fatal_error_is_raised() -> None:
 
 def test_only_the_first_record_is_waited_for_never_a_whole_batch() -> None:
     consumer: Any = ConsumerTwin([])
-    assert poll(consumer, 500, 0.25) == []
+    assert poll(consumer, 500, 0.25) == Batch([])
     assert consumer.waits == [0, 0.25]
 
 
 def test_a_busy_poll_takes_what_arrives_while_it_asks_without_ever_blocking() -> None:
     record = Msg()
     consumer: Any = ConsumerTwin([record], arrives_after=3)
-    got: list[Any] = poll(consumer, 500, 0.25, busy=10.0)
-    assert got == [record]
+    assert poll(consumer, 500, 0.25, busy=10.0).records == [record]
     assert consumer.waits == [0, 0, 0, 0]
 
 
 def test_a_busy_poll_blocks_once_its_time_is_up(monkeypatch: pytest.MonkeyPatch) -> None:
     consumer: Any = ConsumerTwin([], tick=0.0004)
-    monkeypatch.setattr(kafka_io, "time", SimpleNamespace(perf_counter=lambda: consumer.clock))
-    assert poll(consumer, 500, 0.25, busy=0.001) == []
+    monkeypatch.setattr(librdkafka, "time", SimpleNamespace(perf_counter=lambda: consumer.clock))
+    assert poll(consumer, 500, 0.25, busy=0.001) == Batch([])
     # Each ask takes 0.4 ms and the busy time runs 1 ms from the first's end: four asks, then a block.
     assert consumer.waits == [0, 0, 0, 0, 0.25]
 
@@ -98,16 +108,18 @@ def test_a_poller_busy_polls_only_while_its_loop_works_a_third_of_the_time_or_mo
 ) -> None:
     tick = 2.0**-10  # seconds per ask; powers of two, so that the twin's clock adds up exactly
     consumer: Any = ConsumerTwin([], tick=tick)
-    monkeypatch.setattr(kafka_io, "time", SimpleNamespace(perf_counter=lambda: consumer.clock))
+    clock = SimpleNamespace(perf_counter=lambda: consumer.clock)
+    monkeypatch.setattr(kafka_io, "time", clock)
+    monkeypatch.setattr(librdkafka, "time", clock)
     # Each ask that finds nothing blocks for a whole window (0.5 s), so each ask judges the
     # work done since the one before.
-    poller = Poller(consumer, 500, Poller.BUSY_WINDOW_S, busy=8 * tick)
+    poller = Poller(RdConsumer(consumer), 500, Poller.BUSY_WINDOW_S, busy=8 * tick)
 
     def asks_after(work: float) -> int:
         """The loop works ``work`` seconds, then asks: how many asks before it blocks."""
         consumer.clock += work
         consumer.waits.clear()
-        assert poller() == []
+        assert poller() == Batch([])
         assert consumer.waits[-1] == Poller.BUSY_WINDOW_S
         return len(consumer.waits) - 1
 

@@ -1,0 +1,123 @@
+"""The Kafka clients as the loops use them: one small interface, several implementations.
+
+A consumer assigns, seeks, polls and commits, and calls the loop back when the group gives
+it partitions or takes them away; a producer sends, with a delivery report per send. Records
+are what the client hands out: anything with librdkafka's accessors (``topic()``,
+``offset()``, ...), so that the fast path copies nothing per record. What is particular to a
+client (librdkafka's end-of-partition markers, its rebalance callbacks on the poll thread,
+its error objects) stays inside its implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
+
+from stream_learner.events import Partition
+
+Headers = list[tuple[str, str | bytes | None]]
+
+# What a broker accepts in one record batch unless told otherwise (message.max.bytes).
+BROKER_DEFAULT_RECORD_BYTES = 1_048_588
+# A producer answers every send within this: acknowledged, or failed.
+DELIVERY_TIMEOUT_MS = 120_000
+
+
+class Record(Protocol):
+    """One record as a consumer hands it out."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def headers(self) -> Any: ...
+
+
+class Batch(NamedTuple):
+    """What a poll returns: records, in each partition's order, and the partitions found read
+    to their end after their last record here (a learner's consumer says so; others do not)."""
+
+    records: list[Any]  # Record
+    ended: frozenset[Partition] = frozenset()
+
+
+class Delivery(NamedTuple):
+    """The broker's answer to one send: where the record went, or why it did not."""
+
+    partition: Partition
+    offset: int
+    error: str | None = None
+
+
+# Called with the partitions assigned: where each starts (a missing one starts at
+# --start-from, whatever was committed), or None for the committed positions.
+OnAssign = Callable[[list[Partition]], Mapping[Partition, int] | None]
+OnRevoke = Callable[[list[Partition]], None]
+
+
+class Consumer(Protocol):
+    def subscribe(self, topics: list[str], *, on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        """Join the group for ``topics``; the callbacks run inside ``poll``, on its thread."""
+
+    def assign(self, starts: Mapping[Partition, int]) -> None:
+        """Read these partitions from these offsets, outside any group."""
+
+    def unassign(self) -> None: ...
+
+    def assignment(self) -> list[Partition]: ...
+
+    def seek(self, partition: Partition, offset: int) -> None: ...
+
+    def poll(self, max_records: int, timeout: float, busy: float = 0.0) -> Batch:
+        """What has arrived, up to ``max_records``, waiting up to ``timeout`` seconds for the
+        first; for the first ``busy`` seconds of the wait, asking again instead of sleeping."""
+
+    def commit(self, offsets: Mapping[Partition, int], *, wait: bool) -> None:
+        """Commit these next offsets; a failure is logged, since the next commit covers it.
+        ``wait``: until the group coordinator answers."""
+
+    def end_offsets(self, topic: str, flag: str) -> dict[int, int]:
+        """Partition -> the end offset of ``topic`` (none while it does not exist); ``flag``
+        names the setting in errors."""
+
+    def lag(self) -> int | None:
+        """Records not read yet in the assigned partitions, from what the last fetches said;
+        None while a partition's end is not known yet."""
+
+    def close(self) -> None: ...
+
+
+class Producer(Protocol):
+    def send(self, topic: str, value: bytes | None, key: bytes | None = None, *,
+             on_delivery: Callable[[Delivery], None], headers: Headers | None = None,
+             timestamp_ms: int = 0) -> None:
+        """Queue one record (timestamp 0: now); while the queue is full, wait for room.
+        ``on_delivery`` runs in a later ``poll`` or ``flush``, on the caller's thread."""
+
+    def poll(self, timeout: float) -> None:
+        """Serve delivery reports, waiting up to ``timeout`` seconds for one."""
+
+    def flush(self, timeout: float) -> int:
+        """Send what is queued, waiting up to ``timeout`` seconds; what is still unanswered."""
+
+
+class Clients(Protocol):
+    """Makes a loop's clients. Construction does no network I/O; ``require_broker`` does."""
+
+    def consumer(self, mode: str) -> Consumer:
+        """A consumer in the service's group for ``mode`` (learn or serve)."""
+
+    def reader(self) -> Consumer:
+        """A consumer of no group, that reads what it is assigned to its end."""
+
+    def producer(self, client_id: str, max_batch: int) -> Producer:
+        """A producer whose batches stay below ``max_batch`` bytes."""
+
+    def record_limit(self, topic: str) -> int:
+        """The largest record ``topic`` accepts."""
+
+    def require_broker(self) -> None:
+        """``StreamLearnerError`` naming ``--bootstrap-servers`` unless a broker answers within
+        ``--connect-timeout``."""
