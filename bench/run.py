@@ -335,9 +335,10 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
                                                    s.model_spec)).pid
         else:
             log = workdir / "latency-learner.log"
+            earlier = log.stat().st_size if log.exists() else 0  # the log of the run before
             learner = spawn("learn", service_env(s), stdout=log, append=True)
             running.callback(stop, learner)
-            _wait_for_log(log, "assigned", 60)
+            _wait_for_log(log, "assigned", 60, after=earlier)
             pid = learner.pid
         with MachineProbe(workdir / "probe-latency.json") as probe:
             generator = multiprocessing.get_context("spawn").Process(
@@ -437,10 +438,11 @@ def machine_probe(ready: Any, done: Any, out: Path) -> None:
     out.write_text(json.dumps({"stalls": stalls, "speed": speed}))
 
 
-def _wait_for_log(path: Path, text: str, timeout: float) -> float:
+def _wait_for_log(path: Path, text: str, timeout: float, after: int = 0) -> float:
+    """When ``text`` shows in ``path`` past its first ``after`` bytes (what earlier runs wrote)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and text in path.read_text(errors="replace"):
+        if path.exists() and text in path.read_bytes()[after:].decode(errors="replace"):
             return time.time()
         time.sleep(0.02)
     tail = "\n".join(path.read_text(errors="replace").splitlines()[-15:]) if path.exists() else ""
