@@ -37,11 +37,9 @@ from consumers.clients.base import Consumer
 from consumers.kafka_io import Publisher
 from stream_learner.checkpoint import (
     CheckpointMeta,
-    described,
     header_offsets,
-    pickle_state,
     read_offsets,
-    seal_payload,
+    sealed,
     verify_record,
 )
 from stream_learner.config import Settings
@@ -167,12 +165,9 @@ class Checkpointer:
         self.publisher.flush(plan.sends)  # 1. every send before it acknowledged
         if crashpoints.ARMED:
             crashpoints.hit("after_flush")
-        s, state = self.settings, self.stream.state
-        meta = described(self.header(plan.version, plan.cursor, self.published_as_of(plan)), state,
-                         s.hmac_key_id)
-        payload = pickle_state(state, meta)
-        assert payload is not None
-        record = seal_payload(meta, payload, s.hmac_key.encode())
+        s = self.settings
+        header = self.header(plan.version, plan.cursor, self.published_as_of(plan))
+        record, meta = sealed(self.stream.state, header, s.hmac_key_id, s.hmac_key.encode())
         if crashpoints.ARMED:
             crashpoints.hit("during_checkpoint")
         try:  # 2. written, fenced

@@ -112,9 +112,15 @@ def _mac(key: bytes, header: bytes, payload: bytes) -> str:
 
 def seal_record(state: ModelState, meta: CheckpointMeta, key_id: str, key: bytes) -> Record:
     """Pickle the state and sign it with the header, ``described`` to match it."""
+    return sealed(state, meta, key_id, key)[0]
+
+
+def sealed(state: ModelState, meta: CheckpointMeta, key_id: str, key: bytes) -> tuple[Record, CheckpointMeta]:
+    """``seal_record``, and the described header it signed."""
     payload = pickle_state(state, meta)
     assert payload is not None
-    return seal_payload(described(meta, state, key_id), payload, key)
+    header = described(meta, state, key_id)
+    return seal_payload(header, payload, key), header
 
 
 def pickle_state(state: ModelState, meta: CheckpointMeta, limit: int | None = None) -> bytes | None:
