@@ -8,19 +8,14 @@ when unforeseen): the record is dead-lettered, never the process stopped.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from stream_learner.config import Settings
 from stream_learner.engine import Engine
 from stream_learner.errors import InvalidEvent
 from stream_learner.events import Source, decode_event, decode_label, encode_prediction
 
-
-class Answer(NamedTuple):
-    """A prediction as it goes to the predictions topic."""
-
-    key: str  # the event's key, or its id
-    value: bytes
+# A prediction as it goes to the predictions topic: its key (the event's key, or its id) and
+# its value. A plain tuple: one is made per event.
+Answer = tuple[str, bytes]
 
 
 class RecordStep:
@@ -47,7 +42,7 @@ class RecordStep:
                 raise InvalidEvent("model_error", f"the prediction cannot be encoded: {exc}") from exc
             engine.learn(prediction)
             event = prediction.event
-            return Answer(event.key or event.id, value)
+            return event.key or event.id, value
         except InvalidEvent:
             raise
         except Exception as exc:
