@@ -13,6 +13,10 @@ Starts its own Kafka broker and Redis (tools/localstack.py), replays a River dat
   and at half of H, with the machine's stalls and speed beside it and beside S; checkpoint size
   and loop stall for three models; recovery after SIGKILL.
 
+S, the frozen predictor, recovery and the latency at half of S are measured on both Kafka
+clients (``--kafka-client``): the top-level figures are librdkafka's, ``kafka_python`` holds
+kafka-python's.
+
 Throughputs come from the Kafka timestamps of the first and last output records, so process
 start-up is not counted. Prints a table and writes ``--out`` (JSON).
 """
@@ -358,6 +362,7 @@ def latency(settings: Settings, bootstrap: str, dataset: str, rate: float, secon
     measured_from, measured_to = min(sent.values()) / 1000, max(arrived.values()) / 1000
     stalls = probe.stalls(measured_from, measured_to)
     return {"loop": "hand-rolled" if by_hand else "service", "offered_eps": round(rate),
+            "kafka_client": "librdkafka" if by_hand else settings.kafka_client,
             "busy_poll_ms": 0.0 if by_hand else settings.busy_poll_ms,
             "warmup_s": warmup, "samples": len(delays),
             "p50_ms": round(1000 * statistics.median(delays), 2),
@@ -551,7 +556,7 @@ def bench_run(args: argparse.Namespace) -> Iterator[Run]:
         try:
             base = Settings(bootstrap_servers=broker.bootstrap, redis_url=redis.url, hmac_key="bench",
                             model_spec=args.model, key_prefix="bench", checkpoint_every=10_000,
-                            checkpoint_interval=3600.0)
+                            checkpoint_interval=3600.0, kafka_client="librdkafka")
             print(f"bench: {args.events} {args.dataset} events, model {args.model}", flush=True)
             yield Run(args, events, broker.bootstrap, base, work)
         finally:
@@ -596,53 +601,60 @@ def measure_hand_rolled(run: Run) -> float:
     return h_eps
 
 
-def measure_service(run: Run, r_eps: float, k_eps: float, h_eps: float) -> tuple[float, float]:
-    """S, and the machine's speed while it ran (a probe's River step, in us)."""
-    n = run.args.events
-    learn = Settings(**{**vars(run.base), "events_topic": "bench.events", "model": "bench",
-                        "predictions_topic": "bench.learn.out"})
+def measure_service(run: Run, base: Settings, r_eps: float, k_eps: float, h_eps: float
+                    ) -> tuple[float, float]:
+    """S on the Kafka client of ``base``, and the machine's speed while it ran (a probe's River
+    step, in us)."""
+    n, client = run.args.events, base.kafka_client
+    learn = Settings(**{**vars(base), "events_topic": "bench.events", "model": f"bench-{client}",
+                        "predictions_topic": f"bench.learn.{client}.out"})
     with MachineProbe(run.work / "probe-s.json") as s_probe:
         learner = spawn("learn", service_env(learn), stdout=run.work / "learner.log", append=True)
         first, last, _ = output_span(run.bootstrap, learn.predictions_topic, n)
     stop(learner)
     s_eps = events_per_second(first, last, n)
     bound = additive_bound(r_eps, k_eps)
-    print(f"  S service learner         {s_eps:10.0f} events/s = {s_eps / bound:.2f} of the "
+    print(f"  S service learner, {client:12s} {s_eps:10.0f} events/s = {s_eps / bound:.2f} of the "
           f"additive bound {bound:.0f}; {s_eps / h_eps:.2f} of H", flush=True)
     return s_eps, s_probe.step_us(first, last)
 
 
-def measure_frozen(run: Run) -> dict[int, float]:
-    """The frozen predictor's throughput with 1 and 2 processes in one group, by replicas."""
-    n = run.args.events
+def measure_frozen(run: Run, base: Settings) -> dict[int, float]:
+    """The frozen predictor's throughput on the Kafka client of ``base``, with 1 and 2
+    processes in one group, by replicas; they serve the model S learned on that client."""
+    n, client = run.args.events, base.kafka_client
     frozen = {}
     for replicas in (1, 2):
-        serve = Settings(**{**vars(run.base), "events_topic": "bench.live2", "model": "bench",
-                            "predictions_topic": f"bench.frozen{replicas}.out",
-                            "group_id": f"bench-frozen-{replicas}"})
+        serve = Settings(**{**vars(base), "events_topic": "bench.live2", "model": f"bench-{client}",
+                            "predictions_topic": f"bench.frozen{replicas}.{client}.out",
+                            "group_id": f"bench-frozen-{replicas}-{client}"})
         procs = [spawn("serve", service_env(serve), stdout=run.work / f"frozen{replicas}-{i}.log",
                        append=True) for i in range(replicas)]
         first, last, _ = output_span(run.bootstrap, serve.predictions_topic, n)
         for proc in procs:
             stop(proc)
         frozen[replicas] = events_per_second(first, last, n)
-        print(f"  frozen predictor x{replicas}       {frozen[replicas]:10.0f} events/s", flush=True)
+        print(f"  frozen predictor x{replicas}, {client:12s} {frozen[replicas]:10.0f} events/s", flush=True)
     return frozen
 
 
-def measure_latency(run: Run, s_eps: float, h_eps: float, s_step_us: float) -> list[dict[str, Any]]:
+def measure_latency(run: Run, s_eps: float, h_eps: float, s_step_us: float, kp_eps: float
+                    ) -> list[dict[str, Any]]:
     """The service with its defaults and busy-polling, then H at the same load and at half of
-    its own throughput: the target met by hand on this machine, or not."""
+    its own throughput: the target met by hand on this machine, or not; last, the service on
+    kafka-python at half of its own S."""
     args, base = run.args, run.base
     busy = Settings(**{**vars(base), "busy_poll_ms": args.busy_poll_ms})
+    kp = Settings(**{**vars(base), "kafka_client": "kafka-python"})
     lats = [latency(settings, run.bootstrap, args.dataset, rate, args.latency_seconds,
                     args.latency_warmup, run.work, by_hand)
             for settings, rate, by_hand in ((base, s_eps / 2, False), (busy, s_eps / 2, False),
-                                            (base, s_eps / 2, True), (base, h_eps / 2, True))]
+                                            (base, s_eps / 2, True), (base, h_eps / 2, True),
+                                            (kp, kp_eps / 2, False))]
     for lat in lats:
         stalls = lat["machine_stalls"]
-        print(f"  latency, {lat['loop']:11s} at {lat['offered_eps']}/s, busy poll "
-              f"{lat['busy_poll_ms']} ms: "
+        print(f"  latency, {lat['loop']:11s} on {lat['kafka_client']:12s} at {lat['offered_eps']}/s, "
+              f"busy poll {lat['busy_poll_ms']} ms: "
               f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms; "
               f"{100 * lat['cpu_share']:.0f} % of a core; "
               f"{stalls['count']} machine stalls over {STALL_MS} ms, the longest "
@@ -667,17 +679,32 @@ def measure_checkpoints(run: Run) -> list[dict[str, Any]]:
     return costs
 
 
-def measure_recovery(run: Run) -> dict[str, Any]:
-    rec = recovery(run.base, run.bootstrap, run.args.dataset, run.work)
-    print(f"  recovery after SIGKILL    {rec['total_s']} s ({rec})", flush=True)
+def measure_recovery(run: Run, base: Settings) -> dict[str, Any]:
+    rec = recovery(base, run.bootstrap, run.args.dataset, run.work)
+    print(f"  recovery after SIGKILL, {base.kafka_client:12s} {rec['total_s']} s ({rec})", flush=True)
     return rec
 
 
+@dataclass(frozen=True)
+class ClientFigures:
+    """What one Kafka client gives the service: S, the frozen predictor x1 and x2, recovery."""
+
+    s_eps: float
+    s_step_us: float
+    frozen: dict[int, float]
+    recovery: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"service_eps": round(self.s_eps), "frozen_1_eps": round(self.frozen[1]),
+                "frozen_2_eps": round(self.frozen[2]), "machine_step_us_during_s": self.s_step_us,
+                "recovery": self.recovery}
+
+
 def report(args: argparse.Namespace, argv: list[str] | None, *, r_eps: float, k_eps: float,
-           h_eps: float, s_eps: float, s_step_us: float, frozen: dict[int, float],
-           lats: list[dict[str, Any]], costs: list[dict[str, Any]], rec: dict[str, Any]
-           ) -> dict[str, Any]:
-    """Every figure of the run, and the machine and command it came from: what --out holds."""
+           h_eps: float, rd: ClientFigures, kp: ClientFigures, lats: list[dict[str, Any]],
+           costs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every figure of the run, and the machine and command it came from: what --out holds.
+    The top-level service figures are librdkafka's; ``kafka_python`` holds kafka-python's."""
     import river
 
     bound = additive_bound(r_eps, k_eps)
@@ -687,13 +714,13 @@ def report(args: argparse.Namespace, argv: list[str] | None, *, r_eps: float, k_
                     "kafka": KAFKA_VERSION},
         "command": " ".join(["python", "-m", "bench.run", *(argv or sys.argv[1:])]),
         "dataset": args.dataset, "model": args.model, "events": args.events,
-        "raw_river_eps": round(r_eps), "bare_kafka_eps": round(k_eps), "service_eps": round(s_eps),
-        "additive_bound_eps": round(bound), "service_vs_bound": round(s_eps / bound, 3),
-        "hand_rolled_eps": round(h_eps), "service_vs_hand_rolled": round(s_eps / h_eps, 3),
-        "frozen_1_eps": round(frozen[1]), "frozen_2_eps": round(frozen[2]),
-        "machine_step_us_during_s": s_step_us,
+        "raw_river_eps": round(r_eps), "bare_kafka_eps": round(k_eps), **rd.as_json(),
+        "additive_bound_eps": round(bound), "service_vs_bound": round(rd.s_eps / bound, 3),
+        "hand_rolled_eps": round(h_eps), "service_vs_hand_rolled": round(rd.s_eps / h_eps, 3),
+        "kafka_python": {**kp.as_json(), "latency": lats[4],
+                         "service_vs_librdkafka": round(kp.s_eps / rd.s_eps, 3)},
         "latency": lats[0], "latency_busy_poll": lats[1], "latency_hand_rolled": lats[2],
-        "latency_hand_rolled_half": lats[3], "checkpoints": costs, "recovery": rec,
+        "latency_hand_rolled_half": lats[3], "checkpoints": costs,
     }
 
 
@@ -704,13 +731,18 @@ def main(argv: list[str] | None = None) -> int:
         fill_topics(run)
         k_eps = measure_bare_kafka(run)
         h_eps = measure_hand_rolled(run)
-        s_eps, s_step_us = measure_service(run, r_eps, k_eps, h_eps)
-        frozen = measure_frozen(run)
-        lats = measure_latency(run, s_eps, h_eps, s_step_us)
+        kp_base = Settings(**{**vars(run.base), "kafka_client": "kafka-python"})
+        figures = {}
+        for base in (run.base, kp_base):
+            s_eps, s_step_us = measure_service(run, base, r_eps, k_eps, h_eps)
+            figures[base.kafka_client] = (s_eps, s_step_us, measure_frozen(run, base))
+        rd_s, rd_step, _ = figures["librdkafka"]
+        lats = measure_latency(run, rd_s, h_eps, rd_step, figures["kafka-python"][0])
         costs = measure_checkpoints(run)
-        rec = measure_recovery(run)
-    results = report(args, argv, r_eps=r_eps, k_eps=k_eps, h_eps=h_eps, s_eps=s_eps, s_step_us=s_step_us,
-                     frozen=frozen, lats=lats, costs=costs, rec=rec)
+        rd = ClientFigures(*figures["librdkafka"], measure_recovery(run, run.base))
+        kp = ClientFigures(*figures["kafka-python"], measure_recovery(run, kp_base))
+    results = report(args, argv, r_eps=r_eps, k_eps=k_eps, h_eps=h_eps, rd=rd, kp=kp, lats=lats,
+                     costs=costs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"bench: wrote {args.out}")

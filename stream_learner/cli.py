@@ -20,10 +20,13 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream_learner.config import ENV_PREFIX, GROUPS, Settings, env_var, settings_fields
 from stream_learner.errors import ConfigError, StreamLearnerError
+
+if TYPE_CHECKING:
+    from consumers.clients.base import Clients
 
 log = logging.getLogger("stream_learner")
 
@@ -170,31 +173,43 @@ def _freeze_heap() -> None:
 
 
 def cmd_learn(settings: Settings, _args: argparse.Namespace) -> int:
-    from consumers.clients.librdkafka import LibrdkafkaClients
     from consumers.learner import Learner
     from stream_learner.models import check_spec
 
     _require_key(settings)
     check_spec(settings.model_spec, settings.task)  # a wrong spec fails before any I/O
     log.info("learn: settings %s", settings.redacted())
-    clients = LibrdkafkaClients(settings)
-    clients.require_broker()
+    clients = _clients(settings)
     _freeze_heap()
     Learner(settings, _store(settings), clients).run(_stop_on_signals())
     return 0
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
-    from consumers.clients.librdkafka import LibrdkafkaClients
     from consumers.predictor import Predictor
 
     _require_key(settings)
     log.info("serve: settings %s", settings.redacted())
-    clients = LibrdkafkaClients(settings)
-    clients.require_broker()
+    clients = _clients(settings)
     _freeze_heap()
     Predictor(settings, _store(settings), clients).run(_stop_on_signals())
     return 0
+
+
+def kafka_clients(settings: Settings) -> Clients:
+    """The Kafka clients of ``--kafka-client``."""
+    if settings.kafka_client == "librdkafka":
+        from consumers.clients.librdkafka import LibrdkafkaClients
+        return LibrdkafkaClients(settings)
+    from consumers.clients.kafka_python import KafkaPythonClients
+    return KafkaPythonClients(settings)
+
+
+def _clients(settings: Settings) -> Clients:
+    """The Kafka clients of ``--kafka-client``, once a broker has answered."""
+    clients = kafka_clients(settings)
+    clients.require_broker()
+    return clients
 
 
 def _stop_on_signals() -> threading.Event:
@@ -212,7 +227,6 @@ def _stop_on_signals() -> threading.Event:
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.clients.base import Delivery
-    from consumers.clients.librdkafka import LibrdkafkaClients
 
     if args.limit < 0:
         raise ConfigError(f"--limit: must be at least 0, got {args.limit}")
@@ -221,8 +235,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     if args.label_delay is not None and (args.label_delay < 0 or not settings.labels_topic):
         raise ConfigError("--label-delay: needs --labels-topic and a delay of at least 0 events")
     messages = schedule(settings, list(iter_events(settings, args)), args.label_delay)  # fails before I/O
-    clients = LibrdkafkaClients(settings)
-    clients.require_broker()
+    clients = _clients(settings)
     producer = clients.producer("stream-learner-produce")
     failures: list[str] = []
 

@@ -34,6 +34,7 @@ REDIS_MODES = "learn serve models"
 
 TASKS = ("auto", "binary", "multiclass", "regression")
 START_FROM = ("earliest", "latest")
+KAFKA_CLIENTS = ("kafka-python", "librdkafka")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 DEFAULT_DEAD_LETTER_TOPIC = "events.dlq"
 # Numbers scaled, strings one-hot encoded, a logistic regression on both.
@@ -58,6 +59,9 @@ class Settings:
     # Where: Kafka
     bootstrap_servers: str = _opt("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated.",
                                   modes=KAFKA_MODES)
+    kafka_client: str = _opt("kafka-python", "Kafka client library: kafka-python (pure Python), or "
+                             "librdkafka (confluent-kafka: the faster, docs/performance.md).",
+                             choices=KAFKA_CLIENTS, modes=KAFKA_MODES)
     events_topic: str = _opt("events", "Topic the events are read from.", modes=KAFKA_MODES)
     predictions_topic: str = _opt("predictions", "Topic the predictions are published to.",
                                   modes="learn serve")
@@ -259,9 +263,9 @@ class Settings:
 
 # The groups of options in --help, in order.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Kafka": ("bootstrap_servers", "events_topic", "predictions_topic", "dead_letter_topic", "group_id",
-              "start_from", "connect_timeout", "session_timeout", "commit_interval", "max_poll_records",
-              "busy_poll_ms"),
+    "Kafka": ("bootstrap_servers", "kafka_client", "events_topic", "predictions_topic", "dead_letter_topic",
+              "group_id", "start_from", "connect_timeout", "session_timeout", "commit_interval",
+              "max_poll_records", "busy_poll_ms"),
     "Kafka security": ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password",
                        "ssl_cafile"),
     "Redis": ("redis_url", "key_prefix", "redis_timeout"),

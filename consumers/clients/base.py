@@ -112,7 +112,7 @@ class Clients(Protocol):
     def reader(self) -> Consumer:
         """A consumer of no group, that reads what it is assigned to its end."""
 
-    def producer(self, client_id: str, max_batch: int) -> Producer:
+    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES) -> Producer:
         """A producer whose batches stay below ``max_batch`` bytes."""
 
     def record_limit(self, topic: str) -> int:

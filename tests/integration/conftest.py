@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from stream_learner.config import KAFKA_CLIENTS
 from tools.localstack import KafkaBroker, RedisServer, create_topics
 
 pytestmark = pytest.mark.integration
@@ -30,6 +31,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest) -> str:
+    """Each Kafka client the service runs on (``--kafka-client``): a test of a guarantee takes
+    this fixture and runs on both; the others run on the default."""
+    return str(request.param)
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.clients.librdkafka import LibrdkafkaClients
+from consumers.clients.base import Clients
+from stream_learner import cli
 from stream_learner.checkpoint import Checkpoint, CheckpointMeta, open_record, read_meta
 from stream_learner.config import Settings
 from stream_learner.state.redis import RedisStore
@@ -24,9 +25,9 @@ from tools.service import service_env
 KEY = "integration-test-key"
 
 
-def kafka_clients(settings: Settings) -> LibrdkafkaClients:
-    """The service's Kafka clients, as the CLI makes them."""
-    return LibrdkafkaClients(settings)
+def kafka_clients(settings: Settings) -> Clients:
+    """The service's Kafka clients of ``settings.kafka_client``, as the CLI makes them."""
+    return cli.kafka_clients(settings)
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float = 60.0, every: float = 0.05) -> Any:

@@ -39,6 +39,15 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert 0 < cost["blocked_ms_p50"] <= cost["blocked_ms_p99"] and cost["pickle_ms"] > 0
     sizes = {c["name"]: c["bytes"] for c in results["checkpoints"]}
     assert sizes["logreg"] < sizes["arf10"]
-    recovery = results["recovery"]
-    assert 0 < recovery["total_s"] < 60
+    for recovery in (results["recovery"], results["kafka_python"]["recovery"]):
+        assert 0 < recovery["total_s"] < 60
+    kp = results["kafka_python"]
+    for key in ("service_eps", "frozen_1_eps", "frozen_2_eps"):
+        assert kp[key] > 0, key
+    assert kp["service_vs_librdkafka"] == round(kp["service_eps"] / results["service_eps"], 3)
+    assert [lat["kafka_client"] for lat in latencies] == ["librdkafka"] * 4
+    kp_latency = kp["latency"]
+    assert (kp_latency["loop"], kp_latency["kafka_client"]) == ("service", "kafka-python")
+    assert abs(kp_latency["offered_eps"] - kp["service_eps"] / 2) <= 1
+    assert kp_latency["samples"] > 0 and 0 <= kp_latency["p50_ms"] <= kp_latency["p99_ms"]
     assert results["machine"]["cpus"] and results["events"] == 3000

@@ -189,10 +189,11 @@ def expected_digest(events: list[tuple[str, bytes, bool]]) -> int:
 
 def test_chaos_on_one_partition_equals_the_in_process_model(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str],
+    topic: Callable[..., str], kafka_client: str,
 ) -> None:
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
-                             checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0)
+                             checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0,
+                             kafka_client=kafka_client)
     events = make_events(8000, "one")
     chaos(kafka, settings, events, seed=int(os.environ.get("CHAOS_SEED", "7")))
 
@@ -213,10 +214,11 @@ def test_chaos_on_one_partition_equals_the_in_process_model(
 
 def test_chaos_on_three_partitions_learns_each_event_exactly_once(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str],
+    topic: Callable[..., str], kafka_client: str,
 ) -> None:
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events", partitions=3),
-                             checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0)
+                             checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0,
+                             kafka_client=kafka_client)
     events = make_events(8000, "three")
     chaos(kafka, settings, events, seed=int(os.environ.get("CHAOS_SEED", "11")))
 

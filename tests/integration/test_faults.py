@@ -87,13 +87,14 @@ def test_redis_outage_learning_goes_on_and_checkpoints_resume(
 
 def test_broker_sigkill_under_a_learner_and_a_predictor(
     redis_server: RedisServer, unique: Callable[[str], str], tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, kafka_client: str,
 ) -> None:
     broker = KafkaBroker(tmp_path / "kafka")
     broker.start()
     try:
         rows = phishing()
-        learn = make_settings(broker, redis_server, unique, checkpoint_interval=0.2)
+        learn = make_settings(broker, redis_server, unique, checkpoint_interval=0.2,
+                              kafka_client=kafka_client)
         serve = replace(learn, events_topic=unique("live"), predictions_topic=unique("served"),
                         commit_interval=0.2)
         create_topic(broker.bootstrap, learn.events_topic, partitions=2)

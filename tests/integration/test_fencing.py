@@ -70,11 +70,11 @@ def test_the_fence_is_checked_inside_redis(redis_server: RedisServer, unique: Ca
 
 def test_a_paused_learner_is_fenced_when_it_wakes(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str], tmp_path: Path,
+    topic: Callable[..., str], tmp_path: Path, kafka_client: str,
 ) -> None:
     rows = phishing()
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), lease_ttl=2.0,
-                             checkpoint_every=100, checkpoint_interval=0.2)
+                             checkpoint_every=100, checkpoint_interval=0.2, kafka_client=kafka_client)
     messages = event_bytes(rows)
     produce(kafka.bootstrap, settings.events_topic, messages[:400])
     a = Learn(replace(settings, instance_id="host-a"), tmp_path / "a.log")
@@ -101,11 +101,11 @@ def test_a_paused_learner_is_fenced_when_it_wakes(
 
 def test_a_standby_learner_takes_over_when_the_leader_dies(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str], tmp_path: Path,
+    topic: Callable[..., str], tmp_path: Path, kafka_client: str,
 ) -> None:
     rows = phishing()
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events", partitions=2),
-                             lease_ttl=2.0, checkpoint_interval=0.2)
+                             lease_ttl=2.0, checkpoint_interval=0.2, kafka_client=kafka_client)
     produce(kafka.bootstrap, settings.events_topic, event_bytes(rows[:600]))
     first = Learn(replace(settings, instance_id="host-1"), tmp_path / "1.log")
     second = Learn(replace(settings, instance_id="host-2"), tmp_path / "2.log")

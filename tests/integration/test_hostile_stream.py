@@ -77,7 +77,7 @@ def oracle(messages: Sequence[bytes | None], topic: str, timestamps: list[int] |
 
 def test_a_hostile_stream_is_dead_lettered_and_never_poisons_the_model(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str],
+    topic: Callable[..., str], kafka_client: str,
 ) -> None:
     rng = random.Random(2026)
     rows = phishing()
@@ -87,7 +87,7 @@ def test_a_hostile_stream_is_dead_lettered_and_never_poisons_the_model(
         if i % 4 == 0:
             messages.append(hostile(rng, x))
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), checkpoint_every=200,
-                             model_spec=SPEC)
+                             model_spec=SPEC, kafka_client=kafka_client)
     produce(kafka.bootstrap, settings.events_topic, [(None, m) for m in messages])
 
     learn_all(settings, len(messages))

@@ -175,10 +175,10 @@ def test_expiry_late_unknown_duplicate_labels_and_a_bound_on_pending(
 
 def test_sigkill_with_late_labels_learns_every_pair_exactly_once(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str],
+    topic: Callable[..., str], kafka_client: str,
 ) -> None:
     settings = late_settings(kafka, redis_server, unique, topic, checkpoint_every=150,
-                             checkpoint_interval=0.2, lease_ttl=1.0)
+                             checkpoint_interval=0.2, lease_ttl=1.0, kafka_client=kafka_client)
     args = build_parser().parse_args(["produce", "--dataset", "Phishing", "--repeat", "3"])
     events = list(iter_events(settings, args))
     messages = schedule(settings, events, DELAY)

@@ -59,11 +59,11 @@ def same_model(a: Any, b: Any, rows: list[tuple[dict[str, Any], Any]]) -> None:
 @pytest.mark.parametrize("busy_poll_ms", [0.0, 2.0], ids=["blocking-poll", "busy-poll"])
 def test_service_metric_and_model_equal_river_on_phishing(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str], busy_poll_ms: float,
+    topic: Callable[..., str], busy_poll_ms: float, kafka_client: str,
 ) -> None:
     rows = phishing()
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"), model_spec=SPEC,
-                             busy_poll_ms=busy_poll_ms)
+                             busy_poll_ms=busy_poll_ms, kafka_client=kafka_client)
     produce(kafka.bootstrap, settings.events_topic, event_bytes(rows))
 
     learner = InThread(Learner(settings, store_for(settings), kafka_clients(settings)))

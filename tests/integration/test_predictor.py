@@ -35,10 +35,11 @@ from tools.service import service_env
 
 def test_frozen_model_never_changes_and_hot_reloads_without_loss_or_duplicates(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str],
+    topic: Callable[..., str], kafka_client: str,
 ) -> None:
     rows = phishing()
-    learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"), checkpoint_interval=0.3)
+    learn = make_settings(kafka, redis_server, unique, events_topic=topic("train"), checkpoint_interval=0.3,
+                          kafka_client=kafka_client)
     # This predictor busy-polls (--busy-poll-ms); the others in this file block in their polls.
     serve = replace(learn, events_topic=topic("live"), predictions_topic=unique("served"), busy_poll_ms=2.0)
 
