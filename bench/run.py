@@ -486,8 +486,9 @@ def recovery(settings: Settings, bootstrap: str, dataset: str, workdir: Path) ->
     feeder = threading.Thread(target=feed)
     feeder.start()
     log = workdir / "recovery-learner.log"
+    earlier = log.stat().st_size if log.exists() else 0  # the log of the run before
     first = spawn("learn", service_env(s), stdout=log, append=True)
-    _wait_for_log(log, "checkpoint v2", 120)
+    _wait_for_log(log, "checkpoint v2", 120, after=earlier)
     first.kill()
     first.wait()
     consumer = tail(bootstrap, s.predictions_topic)

@@ -153,6 +153,9 @@ class KafkaBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # The chaos tests' learners use short sessions, so that a restart after a SIGKILL
+            # gets its partitions in seconds.
+            "group.min.session.timeout.ms": "2000",
             # Room for the dead-letter copy of an oversized event (the service's own limit is lower).
             "message.max.bytes": str(8 * 1024 * 1024),
         }

@@ -401,6 +401,8 @@ class KpProducer:
              on_delivery: Callable[[Delivery], None], headers: Headers | None = None,
              timestamp_ms: int = 0) -> None:
         encoded = [(k, v.encode() if isinstance(v, str) else v) for k, v in headers] if headers else None
+        if value is None and key is None:
+            key = b""  # kafka-python refuses a record with neither; the value stays null
         while True:
             try:
                 future = self.producer.send(topic, value=value, key=key, headers=encoded,
@@ -495,7 +497,7 @@ class KafkaPythonClients:
                 found = admin.describe_configs([ConfigResource("TOPIC", topic)], config_filter="all")
                 entry = found.get("topic", {}).get(topic, {}).get("max.message.bytes")
                 if entry is None:  # no such topic yet: it is made with the broker's default
-                    broker = str(min(b["node_id"] for b in admin.describe_cluster()["brokers"]))
+                    broker = str(min(b["broker_id"] for b in admin.describe_cluster()["brokers"]))
                     found = admin.describe_configs([ConfigResource("BROKER", broker)], config_filter="all")
                     entry = found["broker"][broker]["message.max.bytes"]
                 return int(entry["value"])

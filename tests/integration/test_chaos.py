@@ -46,6 +46,11 @@ CRASH_POINTS = [("after_predict", 40, False), ("after_publish", 60, False), ("af
                 ("after_checkpoint", 1, False), ("in_revocation", 1, False)]
 
 
+# A restarted learner gets the killed one's partitions once its session expires: a short one
+# (the local broker allows 2 s) keeps the restarts of these tests quick.
+SESSION_S = 4.0
+
+
 def make_events(count: int, prefix: str) -> list[tuple[str, bytes, bool]]:
     """(id, bytes, labelled): Phishing rows, every tenth without its label."""
     rows = phishing()
@@ -193,7 +198,7 @@ def test_chaos_on_one_partition_equals_the_in_process_model(
 ) -> None:
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
                              checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0,
-                             kafka_client=kafka_client)
+                             session_timeout=SESSION_S, kafka_client=kafka_client)
     events = make_events(8000, "one")
     chaos(kafka, settings, events, seed=int(os.environ.get("CHAOS_SEED", "7")))
 
@@ -218,7 +223,7 @@ def test_chaos_on_three_partitions_learns_each_event_exactly_once(
 ) -> None:
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events", partitions=3),
                              checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0,
-                             kafka_client=kafka_client)
+                             session_timeout=SESSION_S, kafka_client=kafka_client)
     events = make_events(8000, "three")
     chaos(kafka, settings, events, seed=int(os.environ.get("CHAOS_SEED", "11")))
 
