@@ -178,7 +178,8 @@ def test_sigkill_with_late_labels_learns_every_pair_exactly_once(
     topic: Callable[..., str], kafka_client: str,
 ) -> None:
     settings = late_settings(kafka, redis_server, unique, topic, checkpoint_every=150,
-                             checkpoint_interval=0.2, lease_ttl=1.0, kafka_client=kafka_client)
+                             checkpoint_interval=0.2, lease_ttl=1.0, kafka_client=kafka_client,
+                             session_timeout=4.0)  # restarts rejoin in seconds (docs/stack.md)
     args = build_parser().parse_args(["produce", "--dataset", "Phishing", "--repeat", "3"])
     events = list(iter_events(settings, args))
     messages = schedule(settings, events, DELAY)
