@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
+from stream_learner.config import Settings
 from stream_learner.events import Partition
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -21,6 +22,26 @@ Headers = list[tuple[str, str | bytes | None]]
 BROKER_DEFAULT_RECORD_BYTES = 1_048_588
 # A producer answers every send within this: acknowledged, or failed.
 DELIVERY_TIMEOUT_MS = 120_000
+# Room for the dead-letter copy of an oversized event; the broker still enforces its own limit.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+BATCH_FRAMING_BYTES = 1024
+
+
+def batch_bytes(default: int, max_batch: int) -> int:
+    """A producer's batch size: its client's ``default``, below a topic's record limit
+    ``max_batch`` (a larger record goes alone)."""
+    return max(1024, min(default, max_batch - BATCH_FRAMING_BYTES))
+
+
+def security_settings(settings: Settings) -> dict[str, str]:
+    """The Kafka auth/TLS settings that apply, by setting name, for a client to rename: the
+    protocol always, the SASL settings with a mechanism, the CA file when given."""
+    wanted = ["security_protocol"]
+    if settings.sasl_mechanism:
+        wanted += ["sasl_mechanism", "sasl_username", "sasl_password"]
+    if settings.ssl_cafile:
+        wanted.append("ssl_cafile")
+    return {name: getattr(settings, name) for name in wanted}
 
 
 class Record(Protocol):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -36,11 +35,14 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from consumers.clients.base import (
     BROKER_DEFAULT_RECORD_BYTES,
     DELIVERY_TIMEOUT_MS,
+    MAX_REQUEST_BYTES,
     Batch,
     Delivery,
     Headers,
     OnAssign,
     OnRevoke,
+    batch_bytes,
+    security_settings,
 )
 from consumers.clients.kafka_log import KafkaLog
 from stream_learner.config import Settings
@@ -50,11 +52,9 @@ from stream_learner.events import Partition
 log = logging.getLogger("stream_learner")
 KAFKA_LOG = KafkaLog(logging.getLogger("stream_learner.kafka"))
 
-MAX_REQUEST_BYTES = 64 * 1024 * 1024  # room for the dead-letter copy of an oversized event
 # kafka-python wakes its IO thread on every send once a partition has two batches queued, and
 # each wakeup hands the GIL over: its 16 KiB default batches halve the producer's throughput.
 DEFAULT_BATCH_BYTES = 1024 * 1024
-BATCH_FRAMING_BYTES = 1024
 LINGER_MS = 1  # as the librdkafka producer's
 BROKER_WAIT_MS = 10_000  # for an answer to an admin or offsets request
 
@@ -69,14 +69,9 @@ _SECURITY_NAMES = {
 
 
 def security_options(settings: Settings) -> dict[str, Any]:
-    """The Kafka auth/TLS settings as they are, in kafka-python's names: the protocol always,
-    the SASL settings with a mechanism, the CA file when given."""
-    wanted = ["security_protocol"]
-    if settings.sasl_mechanism:
-        wanted += ["sasl_mechanism", "sasl_username", "sasl_password"]
-    if settings.ssl_cafile:
-        wanted.append("ssl_cafile")
-    return {_SECURITY_NAMES[name]: getattr(settings, name) for name in wanted}
+    """The Kafka auth/TLS settings that apply (``clients.base.security_settings``), in
+    kafka-python's names."""
+    return {_SECURITY_NAMES[name]: value for name, value in security_settings(settings).items()}
 
 
 def _common(settings: Settings) -> dict[str, Any]:
@@ -386,15 +381,12 @@ class KpProducer:
     def __init__(self, make: Callable[[], Any]) -> None:
         self.make = make
         self._producer: Any = None
-        self._lock = threading.Lock()  # make it once, whichever thread sends first
         self._unanswered: deque[tuple[Any, Callable[[Delivery], None]]] = deque()
 
     @property
     def producer(self) -> Any:
         if self._producer is None:
-            with self._lock:
-                if self._producer is None:
-                    self._producer = _kafka_call("Kafka producer", self.make)
+            self._producer = _kafka_call("Kafka producer", self.make)
         return self._producer
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, *,
@@ -479,7 +471,7 @@ class KafkaPythonClients:
         def make() -> Any:
             return kafka.KafkaProducer(
                 client_id=client_id, acks="all", enable_idempotence=True, linger_ms=LINGER_MS,
-                batch_size=max(1024, min(DEFAULT_BATCH_BYTES, max_batch - BATCH_FRAMING_BYTES)),
+                batch_size=batch_bytes(DEFAULT_BATCH_BYTES, max_batch),
                 max_request_size=MAX_REQUEST_BYTES, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                 partitioner=KeyPartitioner(), **_common(self.settings))
 

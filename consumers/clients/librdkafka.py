@@ -21,11 +21,14 @@ import confluent_kafka.admin as rdkafka_admin
 from consumers.clients.base import (
     BROKER_DEFAULT_RECORD_BYTES,
     DELIVERY_TIMEOUT_MS,
+    MAX_REQUEST_BYTES,
     Batch,
     Delivery,
     Headers,
     OnAssign,
     OnRevoke,
+    batch_bytes,
+    security_settings,
 )
 from consumers.clients.kafka_log import KafkaLog
 from stream_learner.config import Settings
@@ -35,10 +38,7 @@ from stream_learner.events import Partition
 log = logging.getLogger("stream_learner")
 KAFKA_LOG = KafkaLog(logging.getLogger("stream_learner.kafka"))
 
-# Room for the dead-letter copy of an oversized event; the broker still enforces its own limit.
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_BATCH_BYTES = 1_000_000  # librdkafka's batch.size
-BATCH_FRAMING_BYTES = 1024
 # The longest a prediction waits for others to share its batch: at full speed batches fill
 # anyway; at half of it, 1 ms rather than librdkafka's 5 keeps ~3 ms off the median latency.
 LINGER_MS = 1
@@ -58,14 +58,9 @@ _SECURITY_NAMES = {
 
 
 def security_options(settings: Settings) -> dict[str, Any]:
-    """The Kafka auth/TLS settings as they are, in librdkafka's names: the protocol always, the
-    SASL settings with a mechanism, the CA file when given."""
-    wanted = ["security_protocol"]
-    if settings.sasl_mechanism:
-        wanted += ["sasl_mechanism", "sasl_username", "sasl_password"]
-    if settings.ssl_cafile:
-        wanted.append("ssl_cafile")
-    return {_SECURITY_NAMES[name]: getattr(settings, name) for name in wanted}
+    """The Kafka auth/TLS settings that apply (``clients.base.security_settings``), in
+    librdkafka's names."""
+    return {_SECURITY_NAMES[name]: value for name, value in security_settings(settings).items()}
 
 
 def make_consumer(settings: Settings, mode: str) -> rdkafka.Consumer:
@@ -159,7 +154,7 @@ def make_producer(settings: Settings, client_id: str = "stream-learner",
             "enable.idempotence": True,  # acks=all; retries neither duplicate nor reorder
             "linger.ms": LINGER_MS,
             "message.max.bytes": MAX_REQUEST_BYTES,
-            "batch.size": max(1024, min(DEFAULT_BATCH_BYTES, max_batch - BATCH_FRAMING_BYTES)),
+            "batch.size": batch_bytes(DEFAULT_BATCH_BYTES, max_batch),
             "message.timeout.ms": DELIVERY_TIMEOUT_MS,
             "queue.buffering.max.messages": QUEUED_MESSAGES,
             "partitioner": "murmur2_random",  # a key's partition as Java and kafka-python compute it
