@@ -87,11 +87,18 @@ class _ToKafkaLog(logging.Handler):
         super().__init__(logging.WARNING)
         self.held: list[str] | None = None
 
+    # A topic subscribed or sent to before it exists: kafka-python says so as a warning or an
+    # error, then the broker creates the topic and the client goes on (librdkafka says nothing).
+    NOT_YET = ("not found in cluster metadata", "No partition metadata for topic")
+
     def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
         if self.held is not None:
-            self.held.append(record.getMessage())
+            self.held.append(message)
+        elif any(text in message for text in self.NOT_YET):
+            log.debug("Kafka: %s", message)
         else:
-            KAFKA_LOG.log(record.levelno, "%s %s", record.name, record.getMessage())
+            KAFKA_LOG.log(record.levelno, "%s %s", record.name, message)
 
 
 def route_kafka_log() -> _ToKafkaLog:
