@@ -28,11 +28,14 @@ $(INSTALLED): pyproject.toml
 
 venv: $(INSTALLED)
 
-# Debian packages the tests need: the Redis server, and docker-compose to validate our compose file.
+# Debian packages the tests need: the Redis server, docker-compose to validate our compose file,
+# and chromium with its driver for the dashboard's browser tests.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
@@ -49,7 +52,7 @@ lint: venv
 	$(BIN)/lint-imports --no-cache
 
 test: venv system-deps kafka lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2  # two workers, each with its own broker and Redis
 
 bench: venv system-deps kafka
 	$(BIN)/python -m bench.run --model "$(MODEL)" --dataset "$(DATASET)" --events $(EVENTS)

@@ -47,6 +47,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import http as bench_http  # noqa: E402
 from consumers.clients.librdkafka import make_consumer, make_producer, poll  # noqa: E402
 from stream_learner.config import Settings  # noqa: E402
 from tools.events import dataset_events  # noqa: E402
@@ -529,6 +530,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--busy-poll-ms", type=float, default=5.0,
                         help="the learner's --busy-poll-ms in the second latency run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    bench_http.add_options(parser)
     return parser.parse_args(argv)
 
 
@@ -738,12 +740,14 @@ def main(argv: list[str] | None = None) -> int:
             s_eps, s_step_us = measure_service(run, base, r_eps, k_eps, h_eps)
             figures[base.kafka_client] = (s_eps, s_step_us, measure_frozen(run, base))
         rd_s, rd_step, _ = figures["librdkafka"]
+        http_figures = bench_http.measure(run)
         lats = measure_latency(run, rd_s, h_eps, rd_step, figures["kafka-python"][0])
         costs = measure_checkpoints(run)
         rd = ClientFigures(*figures["librdkafka"], measure_recovery(run, run.base))
         kp = ClientFigures(*figures["kafka-python"], measure_recovery(run, kp_base))
     results = report(args, argv, r_eps=r_eps, k_eps=k_eps, h_eps=h_eps, rd=rd, kp=kp, lats=lats,
                      costs=costs)
+    results["http"] = http_figures
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"bench: wrote {args.out}")

@@ -48,7 +48,7 @@ from stream_learner.errors import (
     StoreUnavailable,
     StreamLearnerError,
 )
-from stream_learner.state.base import ModelStore
+from stream_learner.state.base import ModelStore, SaveRules
 
 _ERRORS: dict[str, type[StreamLearnerError]] = {
     "StoreUnavailable": StoreUnavailable, "FencedError": FencedError, "CheckpointError": CheckpointError,
@@ -126,7 +126,7 @@ class PickledCheckpoint(BackgroundCheckpoint):
     kind = "pickled in the loop"
 
     def __init__(self, meta: CheckpointMeta, payload: bytes, store: ModelStore, key: bytes,
-                 keep: int) -> None:
+                 keep: SaveRules) -> None:
         super().__init__()
         self._meta, self.payload = meta, payload
         self._store, self._key, self._keep = store, key, keep
@@ -136,7 +136,7 @@ class PickledCheckpoint(BackgroundCheckpoint):
 
     @classmethod
     def start(cls, state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str,
-              key: bytes, keep: int, limit: int) -> PickledCheckpoint | None:
+              key: bytes, keep: SaveRules, limit: int) -> PickledCheckpoint | None:
         """The writer, or None (and no writer) if the pickle grows beyond ``limit`` bytes."""
         payload = pickle_state(state, meta, limit)
         if payload is None:
@@ -172,7 +172,7 @@ class ForkedCheckpoint(BackgroundCheckpoint):
 
     @classmethod
     def start(cls, state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str,
-              key: bytes, keep: int) -> ForkedCheckpoint:
+              key: bytes, keep: SaveRules) -> ForkedCheckpoint:
         go_r, go_w = os.pipe()
         result_r, result_w = os.pipe()
         pid = os.fork()
@@ -215,13 +215,14 @@ def _outcome(report: bytes, silent: str) -> Outcome:
     return Outcome(doc["payload_bytes"], doc["metrics"])
 
 
-def _save(meta: CheckpointMeta, payload: bytes, store: ModelStore, key: bytes, keep: int) -> Outcome:
-    store.save(meta.model, meta.version, seal_payload(meta, payload, key), meta.token, keep)
+def _save(meta: CheckpointMeta, payload: bytes, store: ModelStore, key: bytes, keep: SaveRules) -> Outcome:
+    store.save(meta.model, meta.version, seal_payload(meta, payload, key), meta.token, keep.keep,
+               serve=keep.serve, reclaim=keep.reclaim)
     return Outcome(len(payload), meta.metrics)
 
 
 def _child(state: ModelState, meta: CheckpointMeta, store: ModelStore, key_id: str, key: bytes,
-           keep: int, go: int, result: int) -> int:
+           keep: SaveRules, go: int, result: int) -> int:
     """The forked child's work; returns its exit status."""
     report: dict[str, Any]
     try:

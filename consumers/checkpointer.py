@@ -35,6 +35,7 @@ from consumers.background_checkpoint import (
 )
 from consumers.clients.base import Consumer
 from consumers.kafka_io import Publisher
+from consumers.publish_gate import PublishGate
 from stream_learner.checkpoint import (
     CheckpointMeta,
     header_offsets,
@@ -46,7 +47,7 @@ from stream_learner.config import Settings
 from stream_learner.engine import ModelState
 from stream_learner.errors import OutOfOrder, StoreUnavailable
 from stream_learner.events import Partition
-from stream_learner.state.base import ModelStore
+from stream_learner.state.base import ModelStore, SaveRules
 
 log = logging.getLogger("stream_learner.learner")
 
@@ -83,8 +84,10 @@ class Stream(Protocol):
     def cursor(self) -> Cursor:
         """Where the loop stands now."""
 
-    def saved(self, plan: Plan, meta: CheckpointMeta, payload: bytes | None) -> None:
-        """``plan`` is saved as ``meta``; ``payload``: its pickled state, if the loop has it."""
+    def saved(self, plan: Plan, meta: CheckpointMeta, payload: bytes | None, *, nbytes: int,
+              pause_s: float) -> None:
+        """``plan`` is saved as ``meta``; ``payload``: its pickled state, if the loop has it;
+        ``nbytes`` long; it held the loop up for ``pause_s`` seconds."""
 
 
 @dataclass
@@ -116,6 +119,9 @@ class Checkpointer:
         # Where the predictions and dead-letter topics ended, as of the latest checkpoint.
         self.published = read_offsets(resumed.published)
         self.since = 0  # events since the latest checkpoint
+        self.changed = False  # the state changed without an event (a promotion): checkpoint it
+        self.reclaim = False  # the learner went on from a rollback: serve its next version
+        self.gate: PublishGate | None = None
         self.last_at = time.monotonic()
         self.retry_at = 0.0
         self.background: _InFlight | None = None
@@ -138,9 +144,16 @@ class Checkpointer:
 
     def due(self) -> bool:
         s, now = self.settings, time.monotonic()
-        if self.since == 0 or now < self.retry_at or self.background is not None:
+        if (self.since == 0 and not self.changed) or now < self.retry_at or self.background is not None:
             return False
-        return self.since >= s.checkpoint_every or now - self.last_at >= s.checkpoint_interval
+        return (self.changed or self.since >= s.checkpoint_every
+                or now - self.last_at >= s.checkpoint_interval)
+
+    def rules(self, plan: Plan) -> SaveRules:
+        """How the plan's version is saved: served unless the publish gate holds it back, and
+        taking the served version back from a rollback once the learner goes on from it."""
+        serve = self.gate is None or self.gate.passes(self.stream.state, plan.version)
+        return SaveRules(self.settings.keep_versions, serve=serve, reclaim=self.reclaim)
 
     def plan(self) -> Plan:
         return Plan(self.version + 1, self.stream.cursor(), self.since, self.publisher.sent)
@@ -158,7 +171,7 @@ class Checkpointer:
         """A checkpoint in the loop. A store outage is retried with backoff; a checkpoint in the
         background is finished first."""
         self.finish()
-        if self.since == 0 and not force:
+        if self.since == 0 and not force and not self.changed:
             return
         started = time.perf_counter()
         plan = self.plan()  # 0. plan
@@ -171,7 +184,9 @@ class Checkpointer:
         if crashpoints.ARMED:
             crashpoints.hit("during_checkpoint")
         try:  # 2. written, fenced
-            self.store.save(s.model, plan.version, record, self.token, s.keep_versions)
+            rules = self.rules(plan)
+            self.store.save(s.model, plan.version, record, self.token, rules.keep, serve=rules.serve,
+                            reclaim=rules.reclaim)
         except StoreUnavailable as exc:
             self._failed(plan, exc)
             return
@@ -187,7 +202,7 @@ class Checkpointer:
         plan = self.plan()  # 0. plan
         s = self.settings
         meta = self.header(plan.version, plan.cursor, self.published)
-        args = (self.store, s.hmac_key_id, s.hmac_key.encode(), s.keep_versions)
+        args = (self.store, s.hmac_key_id, s.hmac_key.encode(), self.rules(plan))
         writer: BackgroundCheckpoint | None = None
         # A small model pickles in ~1 - 2 ms: in the loop, that is a shorter pause than a fork()
         # (~5 ms), and it spares the loop the copying of each heap page it writes to after one.
@@ -294,10 +309,12 @@ class Checkpointer:
         self.version = plan.version
         self.published = read_offsets(meta.published)
         self.since -= plan.since
+        self.changed = self.reclaim = False
         self.last_at = time.monotonic()
         self.retry_at = 0.0
         self.uncommitted = plan.cursor.offsets
-        self.stream.saved(plan, meta, payload)  # 3. the loop hears of it
+        # 3. the loop hears of it
+        self.stream.saved(plan, meta, payload, nbytes=outcome.payload_bytes, pause_s=blocked + waited)
         how = f" ({writer.kind})" if writer is not None else ""
         log.info("checkpoint v%d (%s): %d events, %d bytes, loop blocked %.1f ms%s%s, metrics %s",
                  plan.version, reason, plan.cursor.events, outcome.payload_bytes, blocked * 1000, how,

@@ -9,6 +9,8 @@ exactly-once protocol's parts.
   dead-lettered, so that a replay does not send it twice.
 - ``Rewinder`` (consumers/rewind.py): back to the last consistent state after the model
   raised on an event.
+- ``Outbox`` (consumers/outbox.py): a record's prediction, shadow predictions and drift alerts.
+- ``Steering`` (consumers/steering.py): promotions and rollbacks, applied at a checkpoint.
 
 On start and on every assignment the consumer seeks to the checkpoint's offsets, so each
 labelled event is learned exactly once across crashes, and predictions are published once.
@@ -28,16 +30,20 @@ from consumers.instance import InstanceSlot
 from consumers.kafka_io import Poller, Publisher, source_of
 from consumers.lease import WriterLease
 from consumers.ordering import EventTimeMerge
+from consumers.outbox import Outbox
 from consumers.progress import BudgetReport, Progress
+from consumers.publish_gate import PublishGate
 from consumers.replay import ReplayGuard
 from consumers.resume import configure, load_latest, output_positions, sent_after
 from consumers.rewind import Rewind, Rewinder
+from consumers.steering import Steering
 from consumers.step import RecordStep
 from stream_learner.checkpoint import CheckpointMeta, read_offsets
 from stream_learner.config import Settings
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import InvalidEvent, ModelBroken
 from stream_learner.events import Partition
+from stream_learner.observe.board import Board
 from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.learner")
@@ -58,6 +64,8 @@ class Learner:
         self.offsets: dict[Partition, int] = {}  # the next offsets, consistent with self.state
         self.first_seen: dict[Partition, int] = {}  # partitions the rewind point does not cover yet
         self.events = 0
+        self.predicted = 0  # events predicted by this process
+        self.board = Board(settings.model, "learn", instance=settings.instance_id)
         self.guard = ReplayGuard()
         self.rewinds = Rewinder()
         self.budget_report = BudgetReport()
@@ -69,6 +77,8 @@ class Learner:
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
         self.checkpoints: Checkpointer | None = None
+        self.steering: Steering | None = None
+        self.outbox: Outbox | None = None
 
     def restore(self, state: ModelState, meta: CheckpointMeta) -> None:
         """Go on from ``state``, consistent with ``meta``'s position in the stream."""
@@ -86,12 +96,14 @@ class Learner:
         return Cursor(dict(self.offsets), self.events, dict(self.letters.counts), self.rewinds.handled.seq,
                       still_ahead=self.guard.ahead_of(self.offsets))
 
-    def saved(self, plan: Plan, meta: CheckpointMeta, payload: bytes | None) -> None:
+    def saved(self, plan: Plan, meta: CheckpointMeta, payload: bytes | None, *, nbytes: int,
+              pause_s: float) -> None:
         covered = plan.cursor.offsets
         self.rewinds.saved(plan.cursor.seq, payload, meta, covered)
         self.first_seen = {k: o for k, o in self.first_seen.items() if k not in covered}
         self.guard.covered(covered)
         self.budget_report(self.state.features)
+        self.board.checkpointed(version=plan.version, nbytes=nbytes, pause_s=pause_s)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -100,7 +112,9 @@ class Learner:
         with (InstanceSlot(s) as slot,
               WriterLease(self.store, s.model, ttl=s.lease_ttl, owner=slot.id) as lease):
             self.owner = slot.id
-            if lease.wait_for(stop):
+            self.board.set(instance=slot.id, lease_held=False)
+            if lease.wait_for(stop, beat=self.board.beat):
+                self.board.set(lease_held=True)
                 self.run_as_writer(stop, lease)
 
     def run_as_writer(self, stop: threading.Event, lease: WriterLease) -> None:
@@ -113,15 +127,20 @@ class Learner:
                                    author=Author(s.model, "learn", self.owner), max_bytes=limit)
         self.checkpoints = Checkpointer(s, self.store, self, publisher=self.publisher, token=lease.token,
                                         resumed=meta)
+        self.steering = Steering(s, self.store, self.publisher, self.board)
+        if s.publish_gate:
+            self.checkpoints.gate = PublishGate(s, self.store, state.task)
+        self.outbox = Outbox(s, self.publisher, self.guard, self.board)
         try:
             self.restore(state, meta)
+            self.board.loaded(meta.version)
             if meta.version == 0:
                 # v1 records where the output topics end, so that a crash before v2 can
                 # still find (and not repeat) the predictions and dead letters sent since.
                 self.checkpoints.published = output_positions(s, self.clients)
                 self.checkpoints.write("initial", force=True)
             else:
-                self.guard.recovered = sent_after(s, self.clients, meta)
+                self.guard.recover(sent_after(s, self.clients, meta))
             topics = [s.events_topic, *([s.labels_topic] if s.labels_topic else [])]
             self.consumer.subscribe(topics, on_assign=self.on_assign, on_revoke=self.on_revoke)
             self.loop(stop, lease)
@@ -134,6 +153,7 @@ class Learner:
 
     def loop(self, stop: threading.Event, lease: WriterLease) -> None:
         assert self.consumer is not None and self.letters is not None and self.checkpoints is not None
+        assert self.steering is not None
         s, checkpoints, rewinds = self.settings, self.checkpoints, self.rewinds
         poller = Poller(self.consumer, s.max_poll_records, 0.1, s.busy_poll_ms / 1000)
         progress = Progress(s.progress_interval)
@@ -159,12 +179,11 @@ class Learner:
                 self.check_model()
             checkpoints.advance()
             self.letters.summarise()
-            if progress.due():
-                progress.report(events=self.events, learned=self.state.learned,
-                                dead_letters=sum(self.letters.counts.values()), version=checkpoints.version,
-                                metrics=self.state.metrics.report(), behind=self.consumer.lag())
+            self.watch(progress)
             if checkpoints.commit_due():
                 checkpoints.commit(self.consumer, wait=False)
+            if checkpoints.due() or (checkpoints.background is None and self.steering.due()):
+                self.steer()
             if checkpoints.due():
                 if checkpoints.writes_off_loop:
                     checkpoints.start("interval")
@@ -173,10 +192,38 @@ class Learner:
         checkpoints.write("shutdown")
         checkpoints.commit(self.consumer, wait=True)
 
+    def steer(self) -> None:
+        """Before a checkpoint: promote a challenger if an operator or the policy says so."""
+        assert self.steering is not None and self.checkpoints is not None
+        new = self.steering(self.state, version=self.checkpoints.version + 1, events=self.events)
+        if new is not None:
+            self.state = new
+            self.engine = Engine(new, max_classes=self.settings.max_classes)
+            self.checkpoints.changed = True
+            # Going on from a rollback: predictors follow the learner again from its next version.
+            self.checkpoints.reclaim = new.history[-1]["action"] == "rollback"
+
+    def watch(self, progress: Progress) -> None:
+        """The board's figures after a batch (those that cost more, every second), and the
+        progress line when due."""
+        assert self.consumer is not None and self.letters is not None and self.checkpoints is not None
+        board, state = self.board, self.state
+        board.batch(events=self.events, predicted=self.predicted, learned=state.learned,
+                    dead_letters=self.letters.counts, version=self.checkpoints.version)
+        if board.due():
+            pending = None if state.pending is None else len(state.pending.entries)
+            challengers = {name: {"spec": c.spec, "learned": c.learned, "metrics": c.metrics.report(),
+                                  "error": c.error} for name, c in state.challengers.items()}
+            board.refresh(metrics=state.metrics.report(), lags=self.consumer.lags(), pending_labels=pending,
+                          challengers=challengers)
+            board.set(spec=state.spec, learned_total=state.learned)
+        if progress.due():
+            progress.report(board.snapshot(), learned=state.learned)
+
     def handle(self, record: Record) -> None:
         """One record: predict and learn, then publish its prediction or its dead letter
         (unless an earlier run did), and move the offsets past it."""
-        assert self.publisher is not None and self.letters is not None and self.checkpoints is not None
+        assert self.outbox is not None and self.letters is not None and self.checkpoints is not None
         source = source_of(record)
         offset = source.offset
         where = (source.topic, source.partition, offset)
@@ -206,11 +253,11 @@ class Learner:
             rewinds.model_errors = 0
             if crashpoints.ARMED:
                 crashpoints.hit("after_predict")
-            if answer is not None and not self.guard.sent(tpk, where):
-                self.publisher.prediction(*answer)
-                self.guard.answer(tpk, offset)
-                if crashpoints.ARMED:
-                    crashpoints.hit("after_publish")
+            if answer is not None:
+                self.predicted += 1
+                self.outbox.answer(tpk, where, answer)
+            if self.engine.alerts:
+                self.outbox.alerts(self.engine, tpk, offset, version=self.checkpoints.version)
         self.offsets[tpk] = offset + 1
         self.events += 1
         self.checkpoints.since += 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from stream_learner.errors import StoreUnavailable, StreamLearnerError
@@ -40,11 +41,12 @@ class WriterLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def wait_for(self, stop: threading.Event) -> bool:
-        """Wait (as a standby) until this process holds the lease; False if stopped first.
-        Then a thread renews it until the ``with`` block ends."""
+    def wait_for(self, stop: threading.Event, beat: Callable[[], None] = lambda: None) -> bool:
+        """Wait (as a standby) until this process holds the lease; False if stopped first;
+        ``beat`` at each try. Then a thread renews it until the ``with`` block ends."""
         announced = False
         while not stop.is_set():
+            beat()
             token = self.store.acquire(self.model, self.ttl, self.owner)
             if token is not None:
                 self.token = token

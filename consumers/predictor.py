@@ -24,6 +24,7 @@ from stream_learner.config import Settings
 from stream_learner.engine import Engine
 from stream_learner.errors import InvalidEvent, NoCheckpoint, StoreUnavailable
 from stream_learner.events import Partition
+from stream_learner.observe.board import Board
 from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.predictor")
@@ -38,6 +39,10 @@ class Predictor:
         self.step = RecordStep(settings, "frozen")
         self.engine: Engine | None = None
         self.version = 0  # the model version served
+        # The two together, for HTTP predictions: swapped whole, never seen half-loaded.
+        self.serving: tuple[Engine, int] | None = None
+        self.board = Board(settings.model, "frozen", instance=settings.instance_id or socket.gethostname())
+        self.events = self.predicted = self.reloads = 0
         self.consumer: Consumer | None = None
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
@@ -49,12 +54,15 @@ class Predictor:
         self.last_commit = time.monotonic()
 
     def load(self, version: int, stop: threading.Event) -> None:
-        """Load ``version`` (0: latest), waiting up to ``wait_for_model`` seconds for one to exist."""
+        """Load ``version`` (0: the served one), waiting up to ``wait_for_model`` seconds for one
+        to exist."""
         deadline = time.monotonic() + self.settings.wait_for_model
         announced = False
         while True:
+            self.board.beat()  # waiting for a model is not being stuck
             try:
-                ckpt = open_record(self.store.load(self.settings.model, version), self.keys,
+                target = version or self.store.served(self.settings.model).version
+                ckpt = open_record(self.store.load(self.settings.model, target), self.keys,
                                    self.settings.allow_version_mismatch, self.settings.trusted_packages())
                 break
             except (NoCheckpoint, StoreUnavailable) as exc:
@@ -70,6 +78,8 @@ class Predictor:
     def swap(self, ckpt: Checkpoint) -> None:
         self.engine = Engine(ckpt.state, learn=False)
         self.version = ckpt.meta.version
+        self.serving = (self.engine, self.version)
+        self.board.loaded(self.version)
         log.info("serving model %s v%d (%d learned)", ckpt.meta.model, ckpt.meta.version,
                  ckpt.state.learned)
 
@@ -107,12 +117,24 @@ class Predictor:
                     self.commit()
                 if reloader is not None and (ckpt := reloader.take()) is not None:
                     self.swap(ckpt)  # between batches: the consumer's position does not move
+                    self.reloads += 1
+                self.watch()
             self.commit()
         finally:
             self.closing = True
             self.consumer.close()
             self.letters.summarise(force=True)
             self.publisher.close()
+
+    def watch(self) -> None:
+        """The board's figures after a batch (the lags every second)."""
+        assert self.letters is not None and self.consumer is not None
+        board = self.board
+        board.batch(events=self.events, predicted=self.predicted, learned=0,
+                    dead_letters=self.letters.counts, version=self.version)
+        if board.due():
+            board.set(reloads=self.reloads)
+            board.refresh(metrics={}, lags=self.consumer.lags())
 
     def handle(self, record: Record) -> None:
         """One record through the step; publish its prediction or its dead letter."""
@@ -126,7 +148,9 @@ class Predictor:
             self.letters.send(raw, exc, source, self.version)
         else:
             assert answer is not None  # a predictor reads no labels
-            self.publisher.prediction(*answer)
+            self.publisher.prediction(answer[0], answer[1])
+            self.predicted += 1
+        self.events += 1
         self.positions[(source.topic, source.partition)] = source.offset + 1
 
     def commit(self, wait: bool = True) -> None:

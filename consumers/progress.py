@@ -2,7 +2,9 @@
 
 While events come: how many per second, learned, dead letters, the consumer's lag, the model
 version and the first rolling metric. Once they stop: one "idle, caught up" line, then nothing
-until they come again.
+until they come again. The figures are the board's, as ``GET /metrics`` shows them: the
+counts are this process's, and each line carries them all as ``figures`` (a field of its
+own in ``--log-format json``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from typing import Any
 
 from stream_learner.budget import FeatureBudget
+from stream_learner.observe.board import Snapshot
 
 log = logging.getLogger("stream_learner.learner")
 
@@ -26,22 +29,30 @@ class Progress:
     def due(self) -> bool:
         return time.monotonic() - self.at >= self.interval
 
-    def report(self, *, events: int, learned: int, dead_letters: int, version: int,
-               metrics: dict[str, Any], behind: int | None) -> None:
+    def report(self, snap: Snapshot, *, learned: int) -> None:
+        """One line of ``snap``'s figures; ``learned``: by the model, in all its runs."""
         now = time.monotonic()
+        events = snap.outcomes.get("predicted", 0) + snap.outcomes.get("dead_lettered", 0)
         handled, seconds = events - self.events, now - self.at
         self.at, self.events = now, events
+        lag = sum(snap.lags.values()) if len(snap.lags) == snap.assigned else None
+        figures: dict[str, Any] = {
+            "events_per_second": round(handled / seconds, 1), "events": dict(snap.outcomes),
+            "dead_letters": dict(snap.dead_letters), "lag": lag, "model_version": snap.version,
+            "learned_in_all": learned, "prequential": dict(snap.metrics)}
+        extra = {"figures": figures}
         if handled == 0:
             if not self.idle:
-                log.info("idle, caught up (lag %s): %d learned, model v%d", behind, learned, version)
+                log.info("idle, caught up (lag %s): %d learned, model v%d", lag, learned, snap.version,
+                         extra=extra)
                 self.idle = True
             return
         self.idle = False
-        rolling = next(((k, v) for k, v in metrics.items() if "@" in k), None)
+        rolling = next(((k, v) for k, v in snap.metrics.items() if "@" in k), None)
         shown = f", {rolling[0]} {rolling[1]}" if rolling else ""
-        log.info("%.0f events/s, %d learned, %d dead letters, lag %s, model v%d%s",
-                 handled / seconds, learned, dead_letters, "?" if behind is None else behind,
-                 version, shown)
+        log.info("%.0f events/s, %d learned, %d dead letters, lag %s, model v%d%s", handled / seconds,
+                 learned, snap.outcomes.get("dead_lettered", 0), "?" if lag is None else lag, snap.version,
+                 shown, extra=extra)
 
 
 class BudgetReport:

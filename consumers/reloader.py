@@ -1,10 +1,12 @@
 """Hot reload for frozen predictors: new checkpoint versions, found and opened off the loop.
 
-A thread asks the store for its latest version every ``POLL_S`` seconds; a newer one is loaded,
-verified and unpickled in that thread, and the loop takes the opened checkpoint between two
-batches. So neither a Redis that stalls nor the unpickling of a large forest holds up a
-prediction. A version that is refused (a bad signature, a record moved from another slot) is
-logged once and never asked for again; the predictor serves on.
+A thread asks the store which version to serve every ``POLL_S`` seconds: the served version,
+which is the latest unless an operator, a rollback or the publish gate holds another. Another
+one than the predictor serves is loaded, verified and unpickled in that thread, and the loop
+takes the opened checkpoint between two batches. So neither a Redis that stalls nor the
+unpickling of a large forest holds up a prediction. A version that is refused (a bad
+signature, a record moved from another slot) is logged once and never asked for again; the
+predictor serves on.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class Reloader:
     def __init__(self, store: ModelStore, settings: Settings, serving: int) -> None:
         self.store = store
         self.settings = settings
-        self.seen = serving  # the newest version found so far
+        self.seen = serving  # the version served, or being handed to the loop
         self.refused: set[int] = set()
         self._ready: Checkpoint | None = None
         self._lock = threading.Lock()
@@ -75,18 +77,18 @@ class Reloader:
 
     def _check(self) -> None:
         s = self.settings
-        latest = self.store.latest_version(s.model)
-        if latest <= self.seen or latest in self.refused:
+        target = self.store.served(s.model).version
+        if not target or target == self.seen or target in self.refused:
             return
         try:
-            ckpt = open_record(self.store.load(s.model, latest), s.signing_keys(),
+            ckpt = open_record(self.store.load(s.model, target), s.signing_keys(),
                                s.allow_version_mismatch, s.trusted_packages())
         except (StoreUnavailable, NoCheckpoint):
             raise  # tried again at the next check
         except CheckpointError as exc:
-            self.refused.add(latest)
-            log.error("refusing v%d, still serving v%d: %s", latest, self.seen, exc)
+            self.refused.add(target)
+            log.error("refusing v%d, still serving v%d: %s", target, self.seen, exc)
             return
         with self._lock:
             self._ready = ckpt
-        self.seen = latest
+        self.seen = target

@@ -7,9 +7,13 @@ what was sent:
 
 * this process's own sends: it handles each partition in order, so the next offset after the
   last record it answered says it (``answered``);
-* what an earlier run sent after its checkpoint, found at start by reading the predictions and
-  dead-letter topics from the positions the checkpoint recorded (``recover``): predictions and
-  dead letters name the model, the mode and the source record.
+* what an earlier run sent after its checkpoint, found at start by reading the predictions,
+  dead-letter and shadow topics from the positions the checkpoint recorded (``recover``):
+  predictions and dead letters name the model, the mode and the source record, and predictions
+  their variant.
+
+The champion's answer and each challenger's shadow prediction are guarded apart: they go to
+different topics, so a crash can leave one delivered and the other not.
 """
 
 from __future__ import annotations
@@ -26,16 +30,29 @@ from stream_learner.events import Partition
 log = logging.getLogger("stream_learner.learner")
 
 Position = tuple[str, int, int]  # (topic, partition, offset) of a source record
+Shadow = tuple[str, int, int, str]  # a source record and the challenger that predicted it
+CHAMPION = "champion"
 
 
 class ReplayGuard:
     def __init__(self) -> None:
         self.answered: dict[Partition, int] = {}  # -> the next offset after this process's last
         self.recovered: set[Position] = set()  # sent by an earlier run, past its checkpoint
+        self.shadows: set[Shadow] = set()  # the same, of the challengers on the shadow topic
 
     def sent(self, tp: Partition, where: Position) -> bool:
         """Whether the record's prediction or dead letter was sent already."""
         return where[2] < self.answered.get(tp, 0) or (bool(self.recovered) and where in self.recovered)
+
+    def shadow_sent(self, tp: Partition, where: Position, variant: str) -> bool:
+        """Whether challenger ``variant``'s prediction of the record was sent already."""
+        return (where[2] < self.answered.get(tp, 0)
+                or (bool(self.shadows) and (*where, variant) in self.shadows))
+
+    def recover(self, found: set[Shadow]) -> None:
+        """What an earlier run sent past its checkpoint, each with its variant."""
+        self.recovered = {(t, p, o) for t, p, o, v in found if v == CHAMPION}
+        self.shadows = {s for s in found if s[3] != CHAMPION}
 
     def answer(self, tp: Partition, offset: int) -> None:
         """The record at ``offset`` is answered (its prediction or dead letter is sent)."""
@@ -45,11 +62,13 @@ class ReplayGuard:
         """Whether something was sent for a record beyond these offsets: a checkpoint with them
         must keep the positions from which a restart finds it."""
         return (any(o > offsets.get(k, 0) for k, o in self.answered.items())
-                or any(o >= offsets.get((t, p), 0) for t, p, o in self.recovered))
+                or any(o >= offsets.get((t, p), 0) for t, p, o in self.recovered)
+                or any(o >= offsets.get((t, p), 0) for t, p, o, _ in self.shadows))
 
     def covered(self, offsets: dict[Partition, int]) -> None:
         """A checkpoint holds these offsets: what was recovered before them is behind us."""
         self.recovered = {(t, p, o) for t, p, o in self.recovered if o >= offsets.get((t, p), 0)}
+        self.shadows = {s for s in self.shadows if s[2] >= offsets.get(s[:2], 0)}
 
 
 def positions(reader: Consumer, topics: dict[str, str]) -> dict[Partition, int]:
@@ -61,11 +80,12 @@ def positions(reader: Consumer, topics: dict[str, str]) -> dict[Partition, int]:
 
 
 def recover(reader: Consumer, *, topics: dict[str, str], start: dict[Partition, int],
-            model: str, offsets: dict[Partition, int]) -> set[Position]:
+            model: str, offsets: dict[Partition, int]) -> set[Shadow]:
     """The source records of the predictions and dead letters of ``model`` in mode ``learn``
     found on ``topics`` (name -> its flag) from the ``start`` positions on, at or past the
-    checkpoint's ``offsets``."""
-    found: set[Position] = set()
+    checkpoint's ``offsets``, each with the variant that answered it (a dead letter's is the
+    champion's)."""
+    found: set[Shadow] = set()
     for topic, flag in topics.items():
         ends = reader.end_offsets(topic, flag)
         begin = {p: start.get((topic, p), 0) for p in ends}
@@ -95,19 +115,19 @@ def _read(reader: Consumer, topic: str, begin: dict[int, int], ends: dict[int, i
     reader.unassign()
 
 
-def _source(value: bytes | None, headers: list[tuple[str, Any]], model: str) -> Position | None:
-    """The source of one of our learner's predictions (in the value) or dead letters (in the
-    headers), or None for anything else."""
+def _source(value: bytes | None, headers: list[tuple[str, Any]], model: str) -> Shadow | None:
+    """The source and variant of one of our learner's predictions (in the value) or dead
+    letters (in the headers), or None for anything else."""
     try:
         if headers:
             h = {k: v.decode() for k, v in headers if v is not None}
             if h.get("model") != model or h.get("mode") != "learn":
                 return None
-            return h["source.topic"], int(h["source.partition"]), int(h["source.offset"])
+            return h["source.topic"], int(h["source.partition"]), int(h["source.offset"]), CHAMPION
         doc = json.loads(value or b"")
         if doc.get("model") != model or doc.get("mode") != "learn":
             return None
         topic, partition, offset = doc["source"].rsplit("/", 2)
-        return topic, int(partition), int(offset)
+        return topic, int(partition), int(offset), str(doc.get("variant", CHAMPION))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None

@@ -65,6 +65,9 @@ class CheckpointMeta:
     checkpoint_failures: int = 0
     labels: dict[str, int] = field(default_factory=dict)  # late-label outcomes, and events waiting
     features: dict[str, int] = field(default_factory=dict)  # the feature budget: known, refused
+    # name -> {spec, learned, learned_digest, metrics, error}: each challenger's figures
+    challengers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # promotions, operators' actions
     spec: str = ""
     task: str = ""
     token: int = 0
@@ -179,8 +182,11 @@ def described(meta: CheckpointMeta, state: ModelState, key_id: str) -> Checkpoin
         meta, learned=state.learned, learned_digest=state.digest, metrics=state.metrics.report(),
         labels={} if pending is None else {**pending.counts, "waiting": len(pending.entries)},
         features={"known": state.features.known_features, "refused": state.features.refused},
-        spec=state.spec, task=state.task, created_at=meta.created_at or time.time(), key_id=key_id,
-        runtime=runtime_versions())
+        challengers={name: {"spec": c.spec, "learned": c.learned, "learned_digest": c.digest,
+                            "metrics": c.metrics.report(), "error": c.error}
+                     for name, c in state.challengers.items()},
+        history=list(state.history), spec=state.spec, task=state.task,
+        created_at=meta.created_at or time.time(), key_id=key_id, runtime=runtime_versions())
 
 
 def seal_payload(meta: CheckpointMeta, payload: bytes, key: bytes) -> Record:

@@ -7,7 +7,7 @@ variable or file key), 1 runtime failure. Expected errors print one line, no tra
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
 import gc
 import importlib.metadata
 import json
@@ -22,11 +22,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream_learner.config import ENV_PREFIX, GROUPS, Settings, env_var, settings_fields
+from stream_learner.config import ENV_PREFIX, GROUPS, Settings, env_var, flag_of, settings_fields
 from stream_learner.errors import ConfigError, StreamLearnerError
 
 if TYPE_CHECKING:
     from consumers.clients.base import Clients
+    from stream_learner.observe.board import Board
+    from stream_learner.observe.predict import Serving
 
 log = logging.getLogger("stream_learner")
 
@@ -34,7 +36,8 @@ COMMANDS = {
     "learn": "Consume events, predict, publish, learn, checkpoint (one learner per model).",
     "serve": "Frozen predictor: load a checkpoint, predict and publish, hot-reload new versions.",
     "produce": "Replay a bundled River dataset or a JSONL file into the events topic.",
-    "models": "List the models in the store, list or show a model's versions, or reset a model.",
+    "models": "The models in the store: their versions and history; promote, serve, roll back, tag, "
+              "export, import or reset one.",
 }
 
 
@@ -51,7 +54,16 @@ EPILOG = (f"Every option is also an environment variable {ENV_PREFIX}<NAME> (--c
           "then the environment, then the file.")
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 REQUIRED = {"learn": ("hmac_key",), "serve": ("hmac_key",)}  # shown first in their --help
-COMMAND_ARGS = {"models": "{list,show,reset} [VERSION] ", "produce": "(--dataset NAME | --file FILE) "}
+MODEL_ACTIONS = {
+    "list": "the models, or with --model its versions", "show": "a version's header",
+    "history": "the model's promotions and rollbacks", "promote": "a challenger, at the next checkpoint",
+    "serve": "hold predictors on --version V, or --follow the learner", "rollback": "go on from --to V",
+    "tag": "keep VERSION under --tag NAME", "untag": "remove --tag NAME",
+    "export": "VERSION to a signed --file", "import": "a --file as the next version",
+    "reset": "delete every version (--yes)",
+}
+COMMAND_ARGS = {"models": "ACTION [VERSION] ",
+                "produce": "(--dataset NAME | --file FILE) "}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,15 +97,17 @@ def _add_setting(group: Any, f: Any) -> None:
     choices = f"; one of {', '.join(f.metadata['choices'])}" if f.metadata["choices"] else ""
     kind = type(f.default)
     value_options: dict[str, Any] = (
-        {"action": "store_const", "const": "true"} if kind is bool else {"metavar": kind.__name__.upper()})
+        {"action": "store_const", "const": "true"} if kind is bool
+        else {"action": "append", "metavar": "NAME=SPEC"} if kind is tuple
+        else {"metavar": kind.__name__.upper()})
     if f.metadata["secret"]:
         shown = Settings().redacted()[f.name]
         default = f" (default {shown})" if shown else ""
-    elif kind is bool or f.default in ("", 0):
+    elif kind is bool or f.default in ("", 0, ()):
         default = ""
     else:
         default = f" (default {f.default})"
-    group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, **value_options,
+    group.add_argument(flag_of(f.name), dest=f.name, default=None, **value_options,
                        help=f"{f.metadata['help']}{choices}{default}")
 
 
@@ -111,12 +125,20 @@ def _add_command_options(command: str, p: argparse.ArgumentParser) -> None:
                           help="Send each label to --labels-topic D events after its event (which goes "
                                "without it), as river.stream.simulate_qa(delay=D) orders them.")
     if command == "models":
-        p.add_argument("action", choices=["list", "show", "reset"],
-                       help="list the models (or, with --model, its versions), show a version, "
-                            "or reset a model: delete all its versions")
+        p.add_argument("action", choices=list(MODEL_ACTIONS), metavar="ACTION",
+                       help="; ".join(f"{a}: {h}" for a, h in MODEL_ACTIONS.items()))
         p.add_argument("version", nargs="?", type=int, default=0, metavar="VERSION",
                        help="Version (default latest).")
-        p.add_argument("--yes", action="store_true", help="Confirm a reset.")
+        what = p.add_argument_group("what to act on")
+        what.add_argument("--challenger", metavar="NAME", help="The challenger to promote.")
+        what.add_argument("--version", dest="serve_version", type=int, metavar="V",
+                          help="The version to serve.")
+        what.add_argument("--follow", action="store_true", help="Serve the learner's versions again.")
+        what.add_argument("--to", type=int, metavar="V", help="The version to roll back to.")
+        what.add_argument("--tag", metavar="NAME", help="The tag to set or remove.")
+        what.add_argument("--file", metavar="FILE", help="The file to export to or import from.")
+        what.add_argument("--reason", metavar="TEXT", help="Why, for the history.")
+        what.add_argument("--yes", action="store_true", help="Confirm a reset.")
 
 
 def _version() -> str:
@@ -144,6 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         settings = load_settings(args)
+        if settings.log_format == "json":
+            from stream_learner.observe.logs import JsonFormatter
+
+            for handler in logging.getLogger().handlers:
+                handler.setFormatter(JsonFormatter())
         return int(_COMMANDS[args.command](settings, args) or 0)
     except ConfigError as exc:
         print(f"stream-learner {args.command}: {exc}", file=sys.stderr)
@@ -174,15 +201,47 @@ def _freeze_heap() -> None:
 
 def cmd_learn(settings: Settings, _args: argparse.Namespace) -> int:
     from consumers.learner import Learner
-    from stream_learner.models import check_spec
 
     _require_key(settings)
-    check_spec(settings.model_spec, settings.task)  # a wrong spec fails before any I/O
+    _check_learn(settings)
     log.info("learn: settings %s", settings.redacted())
     clients = _clients(settings)
-    _freeze_heap()
-    Learner(settings, _store(settings), clients).run(_stop_on_signals())
+    learner = Learner(settings, _store(settings), clients)
+    stop = _stop_on_signals()
+    with _http(settings, learner.board):
+        _freeze_heap()
+        learner.run(stop)
     return 0
+
+
+def _check_learn(s: Settings) -> None:
+    """What fails before any I/O: a wrong spec (a challenger does the champion's task), a
+    policy on a metric the learner does not keep, a topic written for two purposes."""
+    from stream_learner.drift import build_detector
+    from stream_learner.models import check_spec, infer_task
+    from stream_learner.promotion import metric_names
+
+    task = infer_task(check_spec(s.model_spec, s.task), s.task)
+    for name, spec in s.challenger_specs().items():
+        check_spec(spec, task, flag=f"--challenger {name}")
+    if s.drift_detector:
+        build_detector(s.drift_detector, task)
+    elif s.alerts_topic or s.on_drift != "alert":
+        raise ConfigError("--alerts-topic and --on-drift need a --drift-detector")
+    for flag, metric in (("--promote-on", s.promote_on), ("--publish-gate", s.publish_gate)):
+        if metric and metric not in metric_names(task):
+            raise ConfigError(f"{flag} {metric}: not a metric of a {task} model; one of "
+                              + ", ".join(metric_names(task)))
+    if s.promote_window > s.rolling_window:
+        raise ConfigError(f"--promote-window {s.promote_window}: more than --rolling-window "
+                          f"{s.rolling_window}, the labelled events the learner keeps scores of")
+    used = {s.events_topic, s.predictions_topic, s.labels_topic, s.dead_letters_to("learn")}
+    for flag, topic in (("--shadow-topic", s.shadow_topic), ("--audit-topic", s.audit_topic),
+                        ("--alerts-topic", s.alerts_topic)):
+        if topic and topic in used:
+            raise ConfigError(f"{flag} {topic}: the learner reads or writes it already; it needs a "
+                              "topic of its own")
+        used.add(topic)
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -191,9 +250,32 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     _require_key(settings)
     log.info("serve: settings %s", settings.redacted())
     clients = _clients(settings)
-    _freeze_heap()
-    Predictor(settings, _store(settings), clients).run(_stop_on_signals())
+    predictor = Predictor(settings, _store(settings), clients)
+    stop = _stop_on_signals()
+    with _http(settings, predictor.board, serving=lambda: predictor.serving):
+        _freeze_heap()
+        predictor.run(stop)
     return 0
+
+
+@contextlib.contextmanager
+def _http(settings: Settings, board: Board, serving: Serving | None = None) -> Iterator[None]:
+    """The process's HTTP server (``--http-port``), while the loop runs; ``serving``: the
+    engine and version that ``POST /predict`` answers with."""
+    if not settings.http_port:
+        yield
+        return
+    from stream_learner.observe.exposition import Exposition
+    from stream_learner.observe.predict import HttpPredict
+    from stream_learner.observe.server import HttpServer
+
+    exposition = Exposition(board)
+    predict = None if serving is None else HttpPredict(
+        settings.model, settings.event_fields(), settings.event_limits(), serving,
+        counted=exposition.predict_events.inc)
+    with HttpServer(board, exposition, host=settings.http_host, port=settings.http_port, predict=predict,
+                    token=settings.http_token):
+        yield
 
 
 def kafka_clients(settings: Settings) -> Clients:
@@ -376,83 +458,14 @@ def _report(path: Path, problems: list[str], what: str) -> None:
 
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
-    store = _store(settings)
-    if args.action == "reset":
-        return _reset(store, settings.model, args.yes)
-    if args.action == "list" and not _model_given(settings, args):
-        return _list_models(store)
-    versions = store.versions(settings.model)
-    if not versions:
-        print(f"model {settings.model}: no checkpoints in the store")
-        return 1
-    if args.action == "show" and args.version and args.version not in versions:
-        raise StreamLearnerError(f"model {settings.model} has no version {args.version}; the store keeps "
-                                 + ", ".join(f"v{v}" for v in versions))
-    shown = versions if args.action == "list" else [args.version or versions[-1]]
-    for version in shown:
-        try:
-            _show_version(settings, args.action, store.load(settings.model, version))
-        except (StreamLearnerError, AttributeError, TypeError, ValueError) as exc:
-            if args.action != "list":
-                raise StreamLearnerError(f"v{version}: {exc}") from None
-            print(f"v{version}  unreadable: {exc}")  # the others are still worth listing
-    return 0
+    from stream_learner.model_admin import run
+
+    return run(_store(settings), settings, args, model_given=_model_given(settings, args))
 
 
 def _model_given(settings: Settings, args: argparse.Namespace) -> bool:
     return (args.model is not None or env_var("model") in os.environ
             or settings.model != Settings().model)
-
-
-def _list_models(store: Any) -> int:
-    """A line per model in the store: its latest version, the version's age and learned count."""
-    from stream_learner.checkpoint import read_meta
-
-    names = store.models()
-    if not names:
-        print("no models in the store")
-        return 1
-    now = time.time()
-    for name in names:
-        try:
-            meta = read_meta(store.load(name))
-            print(f"{name}  v{meta.version}  age {now - meta.created_at:.1f}s  learned {meta.learned}")
-        except StreamLearnerError as exc:
-            print(f"{name}  unreadable: {exc}")
-    return 0
-
-
-def _reset(store: Any, model: str, confirmed: bool) -> int:
-    if not confirmed:
-        raise ConfigError(f"models reset deletes every version of model {model}: add --yes to confirm")
-    deleted = store.reset(model)
-    print(f"model {model}: deleted {deleted} versions; the next learner starts it afresh")
-    return 0
-
-
-def _show_version(settings: Settings, action: str, record: Any) -> None:
-    from stream_learner.checkpoint import read_meta, verify_record
-
-    now = time.time()
-    meta = read_meta(record)
-    if settings.hmac_key:
-        try:
-            verify_record(record, settings.signing_keys(), settings.allow_version_mismatch)
-            signature = "verified"
-        except StreamLearnerError as exc:
-            signature = f"REFUSED ({exc})"
-    else:
-        signature = "not checked (no --hmac-key)"
-    if action == "list":
-        offsets = ",".join(f"{tp}={o}" for tp, o in sorted(meta.offsets.items()))
-        print(f"v{meta.version}  age {now - meta.created_at:.1f}s  learned {meta.learned}  "
-              f"events {meta.events}  dead letters {sum(meta.dead_letters.values())}  "
-              f"offsets {offsets}  metrics {json.dumps(meta.metrics)}  signature {signature}")
-    else:
-        doc = dataclasses.asdict(meta)
-        doc.update(age_seconds=round(now - meta.created_at, 1), payload_bytes=len(record.payload),
-                   signature=signature)
-        print(json.dumps(doc, indent=2, sort_keys=True))
 
 
 _COMMANDS = {"learn": cmd_learn, "serve": cmd_serve, "produce": cmd_produce, "models": cmd_models}

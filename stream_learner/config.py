@@ -17,7 +17,9 @@ stream_learner.errors.ConfigError: --checkpoint-every: must be at least 1, got 0
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import tomllib
 import urllib.parse
 from collections.abc import Mapping
@@ -35,6 +37,7 @@ REDIS_MODES = "learn serve models"
 TASKS = ("auto", "binary", "multiclass", "regression")
 START_FROM = ("earliest", "latest")
 KAFKA_CLIENTS = ("kafka-python", "librdkafka")
+LOG_FORMATS = ("text", "json")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 DEFAULT_DEAD_LETTER_TOPIC = "events.dlq"
 # Numbers scaled, strings one-hot encoded, a logistic regression on both.
@@ -45,10 +48,11 @@ DEFAULT_SPEC = ("((compose.SelectType(int, float) | preprocessing.StandardScaler
 
 def _opt(default: Any, help: str, *, choices: tuple[str, ...] = (), minimum: float | None = None,
          maximum: float | None = None, secret: bool = False,
-         modes: str = "learn serve produce models") -> Any:
+         modes: str = "learn serve produce models", flag: str = "") -> Any:
+    """A setting; a tuple ``default`` makes a list setting, its ``flag`` given once per item."""
     return field(default=default, metadata={
         "help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "secret": secret,
-        "modes": modes.split(),
+        "modes": modes.split(), "flag": flag,
     })
 
 
@@ -121,6 +125,36 @@ class Settings:
     max_model_errors: int = _opt(100, "Consecutive events the model raises on before the learner "
                                  "stops: the spec is broken, not the events.", minimum=1,
                                  modes="learn")
+    challengers: tuple[str, ...] = _opt(
+        (), "A challenger NAME=SPEC: a model learning from the same events beside the champion, in "
+        "the same checkpoint (repeatable; a list in TOML, a JSON list in the environment).",
+        modes="learn", flag="challenger")
+    shadow_topic: str = _opt("", "Topic the challengers' predictions are published to (empty: none).",
+                             modes="learn")
+    promote_on: str = _opt("", "Promote a challenger by itself when this metric (e.g. LogLoss) over "
+                           "the last --promote-window labelled events beats the champion's by "
+                           "--promote-margin (empty: by hand only, models promote).", modes="learn")
+    promote_margin: float = _opt(0.02, "How much better, relative (0.02: two percent), a challenger must be.",
+                                 minimum=0.0, modes="learn")
+    promote_min_events: int = _opt(5000, "Labelled events a challenger must have learned first.",
+                                   minimum=1, modes="learn")
+    promote_window: int = _opt(1000, "Labelled events the policy compares on: the last ones both were "
+                               "scored on (at most --rolling-window).", minimum=1, modes="learn")
+    audit_topic: str = _opt("", "Topic each promotion is published to, as its history entry (empty: "
+                            "none).", modes="learn")
+    publish_gate: str = _opt("", "Serve a new version to predictors only if this rolling metric (e.g. "
+                             "LogLoss) is no worse than the served version's by --publish-margin "
+                             "(empty: serve each).", modes="learn")
+    publish_margin: float = _opt(0.0, "How much worse, relative, the gate lets a new version be.",
+                                 minimum=0.0, modes="learn")
+    drift_detector: str = _opt("", "A River drift detector (e.g. drift.ADWIN()) on the champion's "
+                               "per-event error: 0/1 for a classifier, absolute for a regressor "
+                               "(empty: none).", modes="learn")
+    alerts_topic: str = _opt("", "Topic each drift alert is published to, as JSON (empty: none).",
+                             modes="learn")
+    on_drift: str = _opt("alert", "What a drift does besides the alert: start-challenger also starts "
+                         "a fresh model of the champion's spec as a challenger.",
+                         choices=("alert", "start-challenger"), modes="learn")
 
     # Event contract
     id_field: str = _opt("id", "Event field holding the event id.", modes="learn serve produce")
@@ -192,6 +226,14 @@ class Settings:
     progress_interval: float = _opt(10.0, "Seconds between the learner's progress lines (events/s, "
                                     "learned, dead letters, lag, version, a rolling metric).",
                                     minimum=1.0, modes="learn")
+    http_host: str = _opt("127.0.0.1", "Address the HTTP server (metrics, health, dashboard, "
+                          "predictions) listens on; 0.0.0.0 for all.", modes="learn serve")
+    http_port: int = _opt(0, "Port of the HTTP server (0: no server).", minimum=0, maximum=65535,
+                          modes="learn serve")
+    http_token: str = _opt("", "Bearer token POST /predict requires (empty: none).", secret=True,
+                           modes="serve")
+    log_format: str = _opt("text", "Log lines as text, or as one JSON object each (for log shippers).",
+                           choices=LOG_FORMATS, modes="learn serve produce models")
     commit_interval: float = _opt(5.0, "Seconds between offset commits to Kafka (a learner's are for "
                                   "lag monitoring only, and also made at revocation and shutdown).",
                                   minimum=0.01, modes="learn serve")
@@ -218,6 +260,10 @@ class Settings:
         if ":" in self.model_spec:
             named.add(self.model_spec.split(":")[0].split(".")[0])
         return frozenset(named)
+
+    def challenger_specs(self) -> dict[str, str]:
+        """The challengers' specs by name, in the order given."""
+        return dict(item.split("=", 1) for item in self.challengers)
 
     def consumer_group(self, mode: str) -> str:
         return self.group_id or f"stream-learner.{self.model}.{mode}"
@@ -250,7 +296,7 @@ class Settings:
                 raw[name] = (value, var)
         for name, value in (flags or {}).items():
             if value is not None:
-                raw[name] = (value, "--" + name.replace("_", "-"))
+                raw[name] = (value, flag_of(name))
         values = {}
         for f in dataclasses.fields(cls):
             if f.name in raw:
@@ -271,18 +317,28 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "Redis": ("redis_url", "key_prefix", "redis_timeout"),
     "the model": ("model", "model_spec", "task", "rolling_window", "max_features", "max_classes",
                   "max_model_errors", "model_packages"),
+    "challengers and promotion": ("challengers", "shadow_topic", "promote_on", "promote_margin",
+                                  "promote_min_events", "promote_window", "audit_topic"),
+    "drift": ("drift_detector", "alerts_topic", "on_drift"),
     "events": ("id_field", "key_field", "ts_field", "x_field", "y_field", "max_event_bytes",
                "max_abs_value", "max_event_features", "max_string_chars", "max_ts_ahead"),
     "late labels": ("labels_topic", "label_ttl", "max_pending", "max_pending_bytes", "default_label"),
     "checkpoints": ("hmac_key", "checkpoint_every", "checkpoint_interval", "checkpoint_inline_bytes",
                     "keep_versions", "hmac_key_id", "allow_version_mismatch", "lease_ttl", "instance_id"),
-    "serving": ("pin_version", "wait_for_model"),
-    "logging": ("progress_interval",),
+    "serving": ("pin_version", "wait_for_model", "publish_gate", "publish_margin"),
+    "watching it": ("http_host", "http_port", "http_token"),
+    "logging": ("progress_interval", "log_format"),
 }
 
 
 def settings_fields() -> tuple[dataclasses.Field[Any], ...]:
     return dataclasses.fields(Settings)
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a setting."""
+    f = next((f for f in settings_fields() if f.name == name), None)
+    return "--" + ((f.metadata["flag"] if f is not None else "") or name).replace("_", "-")
 
 
 def env_var(name: str) -> str:
@@ -305,6 +361,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     kind: Any = type(f.default)
+    if kind is tuple:
+        return _challengers(value, source)
     try:
         if kind is bool:
             out: Any = _BOOLEANS[str(value).strip().lower()]
@@ -333,6 +391,35 @@ def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     if choices and out not in choices:
         raise ConfigError(f"{source}: must be one of {', '.join(choices)}, got {value!r}")
     return out
+
+
+CHALLENGER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _challengers(value: Any, source: str) -> tuple[str, ...]:
+    """``NAME=SPEC`` items, from a list (flags, TOML) or a JSON list (the environment); each name
+    once, none ``champion``. The specs are tried when the learner starts (``check_spec``)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(f"{source}: expected a JSON list of NAME=SPEC, got {value!r}") from None
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: expected a list of NAME=SPEC strings, got {value!r}")
+    seen: set[str] = set()
+    out = []
+    for item in value:
+        name, _, spec = item.partition("=")
+        name, spec = name.strip(), spec.strip()
+        if not CHALLENGER_NAME.fullmatch(name) or not spec:
+            raise ConfigError(f"{source}: expected NAME=SPEC (a name of letters, digits, '.', '_' "
+                              f"and '-'), got {item!r}")
+        if name in seen or name == "champion":
+            raise ConfigError(f"{source}: challenger name {name!r} is "
+                              + ("given twice" if name in seen else "the champion's"))
+        seen.add(name)
+        out.append(f"{name}={spec}")
+    return tuple(out)
 
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,

@@ -12,7 +12,8 @@ refused before the model learns.
 >>> first = engine.predict(e)
 >>> first.y_pred, first.proba, first.learned
 (False, {False: 0.5, True: 0.5}, 0)
->>> engine.learn(first)
+>>> engine.learn(first)  # the challengers' predictions: it has none
+()
 >>> state.learned, engine.process(e).learned
 (1, 1)
 """
@@ -20,17 +21,21 @@ refused before the model learns.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from river import base
 
 from stream_learner.budget import MAX_FEATURES, FeatureBudget
+from stream_learner.drift import Drift, DriftWatch
 from stream_learner.errors import InvalidEvent
-from stream_learner.events import Event, Label, LateLabel, Prediction
+from stream_learner.events import Event, Label, LateLabel, Prediction, Source
 from stream_learner.metrics import PrequentialMetrics
 from stream_learner.models import build_model, infer_task
 from stream_learner.pending import PendingLabels, Waiting
+
+log = logging.getLogger("stream_learner.learner")
 
 _MASK = 2**64 - 1
 MAX_CLASSES = 1000
@@ -56,6 +61,26 @@ class ModelState:
     pending: PendingLabels | None = None  # unlabelled events awaiting a late label
     default_label: Label | None = None  # learned when a pending event expires (None: drop it)
     features: FeatureBudget = field(default_factory=FeatureBudget)
+    # Challengers by name: models learning from the same events beside this one (the champion),
+    # in the same checkpoint; each one's own state, without challengers of its own.
+    challengers: dict[str, ModelState] = field(default_factory=dict)
+    error: str = ""  # why a challenger stopped learning (it raised); "" while it learns
+    # Promotions and operators' actions on this model, oldest first (stream_learner.promotion).
+    history: list[dict[str, Any]] = field(default_factory=list)
+    drift: DriftWatch | None = None  # the champion's drift detector (--drift-detector)
+    started_by: str = ""  # "drift": a challenger that --on-drift start-challenger started
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A checkpoint pickled before a field existed restores with its default.
+        self.__dict__.update({"challengers": {}, "error": "", "history": [], "drift": None,
+                              "started_by": "", **state})
+
+    def sibling(self, spec: str) -> ModelState:
+        """A fresh state of ``spec`` for the same task, with this one's bounds."""
+        pending = self.pending
+        return ModelState.fresh(spec, self.task, self.metrics.window, default_label=self.default_label,
+                                max_features=self.features.max_features,
+                                pending=None if pending is None else pending.emptied())
 
     @classmethod
     def fresh(cls, spec: str, task: str = "auto", window: int = 1000,
@@ -67,10 +92,29 @@ class ModelState:
                    default_label=default_label, features=FeatureBudget(max_features))
 
 
+# A challenger's name and its prediction of an event.
+Shadow = tuple[str, Prediction]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """The drift detector fired on the record at ``source``, after ``learned`` events;
+    ``challenger``: the one it started ("" for none)."""
+
+    drift: Drift
+    source: Source
+    learned: int
+    challenger: str = ""
+
+
 class Engine:
     """Runs events through one ``ModelState``; ``learn=False`` serves it frozen: then it predicts
     on the features the model knows only (``FeatureBudget.restrict``), so that serving never
-    changes the model."""
+    changes the model.
+
+    A learning engine runs the state's challengers too, each prequentially on the same events
+    after the champion: ``learn`` returns their predictions. A challenger that raises on an
+    event stops learning there (its ``error`` says why); the champion never notices."""
 
     def __init__(self, state: ModelState, *, learn: bool = True, max_classes: int = MAX_CLASSES) -> None:
         self.state = state
@@ -78,6 +122,9 @@ class Engine:
         self._is_classifier = state.task != "regression"
         self._max_classes = 2 if state.task == "binary" else max_classes
         self._classes = set(state.classes)
+        self.challengers = {name: Engine(c, max_classes=max_classes)
+                            for name, c in state.challengers.items() if learn and not c.error}
+        self.alerts: list[Alert] = []  # drift alerts not taken by the caller yet
 
     def check(self, event: Event) -> None:
         """Refuse what the model must not see: a third class for a binary model, or a class
@@ -114,18 +161,20 @@ class Engine:
             raise InvalidEvent("model_error", f"predict failed: {type(exc).__name__}: {exc}") from exc
         return Prediction(event, y_pred, proba, state.learned, x)
 
-    def learn(self, prediction: Prediction) -> None:
+    def learn(self, prediction: Prediction) -> tuple[Shadow, ...]:
         """Score the prediction and learn the event's label; an event without one waits for
-        its late label (when a labels topic is configured). A frozen engine learns nothing."""
+        its late label (when a labels topic is configured). Then each challenger predicts and
+        learns the event: their predictions. A frozen engine learns nothing."""
         if not self.learns:
-            return
+            return ()
         state, event = self.state, prediction.event
         pending = state.pending
         y = event.y
         if y is None and pending is not None:
             y = pending.claim(event.id)  # its label came first
         if y is not None:
-            state.metrics.update(y, prediction.y_pred, prediction.proba)
+            if state.metrics.update(y, prediction.y_pred, prediction.proba) and state.drift is not None:
+                self._watch(event.id, event.source, y, prediction.y_pred)
             self._learn(event.id, prediction.x, y)
             if pending is not None:
                 self._expire(pending.advance(event.ts))
@@ -133,6 +182,25 @@ class Engine:
             ts = event.ts if event.ts is not None else pending.watermark
             waiting = Waiting(prediction.x, prediction.y_pred, prediction.proba, ts)
             self._expire(pending.add(event.id, waiting))
+        return self._challenge(event) if self.challengers else ()
+
+    def _challenge(self, event: Event) -> tuple[Shadow, ...]:
+        shadows = []
+        for name, challenger in list(self.challengers.items()):
+            try:
+                prediction = challenger.predict(event)
+                challenger.learn(prediction)
+            except InvalidEvent as exc:
+                self._retire(name, exc)
+                continue
+            shadows.append((name, prediction))
+        return tuple(shadows)
+
+    def _retire(self, name: str, exc: InvalidEvent) -> None:
+        """A challenger that raised may be half-updated: it learns no more, its state stays."""
+        self.state.challengers[name].error = str(exc)
+        del self.challengers[name]
+        log.warning("challenger %s stopped learning: %s", name, exc)
 
     def process(self, event: Event) -> Prediction:
         """``predict``, then ``learn``: River's prequential step, for use in-process."""
@@ -150,10 +218,36 @@ class Engine:
             self._check_class(label.y)
         waiting = pending.take(label.id, label.y, label.ts)
         if waiting is not None:
-            self.state.metrics.update(label.y, waiting.y_pred, waiting.proba)
+            state = self.state
+            if state.metrics.update(label.y, waiting.y_pred, waiting.proba) and state.drift is not None:
+                self._watch(label.id, label.source, label.y, waiting.y_pred)
             self._learn(label.id, waiting.x, label.y)
         self._expire(pending.advance(label.ts))
+        for name, challenger in list(self.challengers.items()):
+            try:
+                challenger.label(label)
+            except InvalidEvent as exc:
+                self._retire(name, exc)
         return waiting is not None
+
+    def _watch(self, event_id: str, source: Source, y: Label, y_pred: Any) -> None:
+        """Feed the drift detector; on drift, an alert (and, if so configured, a challenger)."""
+        state = self.state
+        assert state.drift is not None
+        drift = state.drift.update(y, y_pred, event_id)
+        if drift is None:
+            return
+        started = ""
+        if state.drift.start_challenger:
+            started = f"drift-{state.learned}"
+            for name in [n for n, c in state.challengers.items() if c.started_by == "drift"]:
+                del state.challengers[name]  # one at a time: the newest drift's
+                self.challengers.pop(name, None)
+            fresh = state.sibling(state.spec)
+            fresh.started_by = "drift"
+            state.challengers[started] = fresh
+            self.challengers[started] = Engine(fresh, max_classes=self._max_classes)
+        self.alerts.append(Alert(drift, source, state.learned, started))
 
     def _learn(self, event_id: str, x: dict[str, Any], y: Label) -> None:
         try:

@@ -169,6 +169,13 @@ def decode_event(raw: bytes | None, source: Source, fields: FieldNames, task: st
     ``null`` feature values mean "missing" and are dropped, as River expects.
     """
     doc, strict = _object(raw, limits.max_bytes, fields)
+    return event_from_doc(doc, source, fields, task, limits, strict=strict)
+
+
+def event_from_doc(doc: dict[str, Any], source: Source, fields: FieldNames, task: str,
+                   limits: Limits = LIMITS, *, strict: bool = True) -> Event:
+    """``decode_event`` of a message already read as a JSON object (``strict``: by
+    ``strict_loads``, which leaves text that is not UTF-8 to be refused here)."""
     if fields.x not in doc:
         raise InvalidEvent("missing_x", f"no {fields.x!r} field")
     x = _features(doc[fields.x], fields.x, limits)
@@ -261,16 +268,16 @@ def _object(raw: bytes | None, max_bytes: int, fields: FieldNames) -> tuple[dict
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        doc, strict = _strict_loads(raw), True
+        doc, strict = strict_loads(raw), True
     else:
         if isinstance(doc, dict) and (_rounded(doc.get(fields.id)) or _rounded(doc.get(fields.y))):
-            doc, strict = _strict_loads(raw), True
+            doc, strict = strict_loads(raw), True
     if not isinstance(doc, dict):
         raise InvalidEvent("not_object", f"the message is {json_kind(doc)}, not an object")
     return doc, strict
 
 
-def _strict_loads(raw: bytes) -> Any:
+def strict_loads(raw: bytes) -> Any:
     """What orjson refuses, the standard library reads again: it names the error precisely
     (NaN, bad UTF-8, depth) and accepts what JSON allows and orjson does not (lone surrogates,
     refused later by ``_check_utf8``). orjson reads everything else to the same values, but for
@@ -339,14 +346,16 @@ def check_label(y: Any, task: str, limits: Limits = LIMITS) -> Label | None:
     return label
 
 
-def encode_prediction(prediction: Prediction, *, model: str, version: int, mode: str) -> bytes:
-    """The prediction message (docs/contracts.md); ``learned`` pins the exact model state.
-    ``TypeError`` or ``ValueError`` when a model's output is not JSON."""
+def encode_prediction(prediction: Prediction, *, model: str, version: int, mode: str,
+                      variant: str = "champion") -> bytes:
+    """The prediction message (docs/contracts.md); ``learned`` pins the exact model state, and
+    ``variant`` names the champion or a challenger. ``TypeError`` or ``ValueError`` when a
+    model's output is not JSON."""
     event, proba = prediction.event, prediction.proba
     doc: dict[str, Any] = {
         "id": event.id, "key": event.key, "prediction": prediction.y_pred,
-        "model": model, "model_version": version, "learned": prediction.learned, "mode": mode,
-        "source": str(event.source), "ts": event.ts,
+        "model": model, "model_version": version, "variant": variant, "learned": prediction.learned,
+        "mode": mode, "source": str(event.source), "ts": event.ts,
     }
     if proba is not None:
         doc["proba"] = {_class_key(c): p for c, p in proba.items()}

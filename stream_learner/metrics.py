@@ -9,7 +9,7 @@ one metric update per event instead of three.
 
 >>> m = PrequentialMetrics("binary", window=2)
 >>> for y, p in [(True, True), (False, True), (True, True)]:
-...     m.update(y, p, {True: 0.6, False: 0.4})
+...     _ = m.update(y, p, {True: 0.6, False: 0.4})
 >>> m.report()["Accuracy"], m.report()["Accuracy@2"]
 (0.666667, 0.5)
 """
@@ -41,12 +41,14 @@ class PrequentialMetrics:
         self.recent: deque[tuple[Any, Any, dict[Any, float] | None]] = deque(maxlen=window)
         self.updates = 0
 
-    def update(self, y: Any, y_pred: Any, proba: dict[Any, float] | None) -> None:
+    def update(self, y: Any, y_pred: Any, proba: dict[Any, float] | None) -> bool:
+        """Score one prediction; False when there is none to score (the model knew nothing)."""
         if y_pred is None or (proba is not None and not proba):
-            return
+            return False
         _update(self.cumulative, y, y_pred, proba)
         self.recent.append((y, y_pred, proba))
         self.updates += 1
+        return True
 
     def rolling(self) -> list[metrics.base.Metric]:
         """The metrics over the last ``window`` updates."""
@@ -54,6 +56,18 @@ class PrequentialMetrics:
         for y, y_pred, proba in self.recent:
             _update(out, y, y_pred, proba)
         return out
+
+    def over(self, name: str, last: int) -> float | None:
+        """Metric ``name`` over the last ``last`` updates (at most the window); None before any,
+        or while it is not a finite number."""
+        recent = list(self.recent)[-last:] if last < len(self.recent) else self.recent
+        if not recent:
+            return None
+        metric = next(m for m in default_metrics(self.task) if type(m).__name__ == name)
+        for y, y_pred, proba in recent:
+            _update([metric], y, y_pred, proba)
+        value = metric.get()
+        return None if isinstance(value, complex) or not math.isfinite(value) else float(value)
 
     def report(self, digits: int = 6) -> dict[str, float | None]:
         """``{"Accuracy": 0.89, "Accuracy@1000": 0.91, ...}``, rounded for display; a value that

@@ -71,21 +71,26 @@ def build_model(spec: str) -> base.Estimator:
     spec = spec.strip()
     if _FACTORY.match(spec):
         return _from_factory(spec)
+    return _check_estimator(build_expression(spec), spec)
+
+
+def build_expression(spec: str, flag: str = "--model-spec") -> Any:
+    """The value of a River expression, evaluated as ``build_model`` says; errors name ``flag``."""
+    spec = spec.strip()
     try:
         tree = ast.parse(spec, mode="eval")
     except SyntaxError as exc:
-        raise ModelSpecError(f"--model-spec: not a Python expression ({exc.msg}): {spec!r}") from None
+        raise ModelSpecError(f"{flag}: not a Python expression ({exc.msg}): {spec!r}") from None
     except ValueError as exc:  # e.g. a null byte
-        raise ModelSpecError(f"--model-spec: {exc}: {spec!r}") from None
+        raise ModelSpecError(f"{flag}: {exc}: {spec!r}") from None
     try:
-        model = _Evaluator(spec, river_modules()).value(tree.body)
-    except ModelSpecError:
-        raise
+        return _Evaluator(spec, river_modules()).value(tree.body)
+    except ModelSpecError as exc:
+        raise ModelSpecError(str(exc).replace("--model-spec:", f"{flag}:", 1)) from None
     except RecursionError:
-        raise ModelSpecError(f"--model-spec: nested too deeply: {spec[:80]!r}") from None
+        raise ModelSpecError(f"{flag}: nested too deeply: {spec[:80]!r}") from None
     except Exception as exc:
-        raise ModelSpecError(f"--model-spec: {spec!r} failed: {type(exc).__name__}: {exc}") from None
-    return _check_estimator(model, spec)
+        raise ModelSpecError(f"{flag}: {spec!r} failed: {type(exc).__name__}: {exc}") from None
 
 
 class _Evaluator:
@@ -187,15 +192,21 @@ def same_spec(a: str, b: str) -> bool:
         return a.strip() == b.strip()
 
 
-def check_spec(spec: str, task: str = "auto") -> base.Estimator:
+def check_spec(spec: str, task: str = "auto", flag: str = "--model-spec") -> base.Estimator:
     """Build the model and try it on a first synthetic event (a number, else a string), as the
     first events will: a spec whose arguments River accepts at construction but not in use
     (``LogisticRegression(l2='a lot')``) is refused here, before any I/O, not on every event.
     A ``KeyError`` says the model wants a feature of its own (``BagOfWords(on="text")``), not
-    that it is broken. Returns the fresh model that was built, untouched by the trial."""
-    model = build_model(spec)
-    trial = build_model(spec)
-    kind = infer_task(trial, task)
+    that it is broken. Returns the fresh model that was built, untouched by the trial. Errors
+    name ``flag``: the option that gave the spec."""
+    try:
+        model = build_model(spec)
+        trial = build_model(spec)
+        kind = infer_task(trial, task)
+    except ModelSpecError as exc:
+        if flag == "--model-spec":
+            raise
+        raise ModelSpecError(f"{flag}: {str(exc).split(': ', 1)[-1]}") from None
     label: Any = 1.0 if kind == "regression" else True
     failures = []
     for x in ({"feature": 1.0}, {"feature": "a"}):
@@ -208,7 +219,7 @@ def check_spec(spec: str, task: str = "auto") -> base.Estimator:
         except Exception as exc:
             failures.append(f"{type(exc).__name__}: {exc}")
             trial = build_model(spec)
-    raise ModelSpecError(f"--model-spec: {spec!r} fails on a first event: {failures[0]}")
+    raise ModelSpecError(f"{flag}: {spec!r} fails on a first event: {failures[0]}")
 
 
 def _from_factory(spec: str) -> base.Estimator:

@@ -59,6 +59,10 @@ class PendingLabels:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     watermark: float = float("-inf")
 
+    def emptied(self) -> PendingLabels:
+        """A new, empty one with the same bounds."""
+        return PendingLabels(self.ttl, self.max_pending, self.max_bytes)
+
     def add(self, event_id: str, waiting: Waiting) -> list[tuple[str, Waiting]]:
         """Keep an event until its label comes; returns what this evicted or expired."""
         self._drop(event_id)

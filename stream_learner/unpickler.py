@@ -43,6 +43,7 @@ _OURS = {
     ("stream_learner.pending", "PendingLabels"),
     ("stream_learner.pending", "Waiting"),
     ("stream_learner.budget", "FeatureBudget"),
+    ("stream_learner.drift", "DriftWatch"),
 }
 _FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
 

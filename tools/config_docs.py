@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from stream_learner.config import env_var, settings_fields
+from stream_learner.config import env_var, flag_of, settings_fields
 from tools.localstack import ROOT
 
 DOC = ROOT / "docs" / "configuration.md"
@@ -20,8 +20,11 @@ def table() -> str:
         meaning = f.metadata["help"]
         if isinstance(f.default, bool):
             meaning += " A flag without a value; in the environment or a file: true/false."
-        flag = "--" + f.name.replace("_", "-")
-        cells = [f"`{flag}`", f"`{env_var(f.name)}`", default, ", ".join(f.metadata["modes"]), meaning]
+        if isinstance(f.default, tuple):
+            default = "(none)"
+            meaning += f" The key in a file: `{f.name}`."
+        modes = ", ".join(f.metadata["modes"])
+        cells = [f"`{flag_of(f.name)}`", f"`{env_var(f.name)}`", default, modes, meaning]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n")
     return HEADER + "".join(rows)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from stream_learner.checkpoint import read_meta
 from stream_learner.errors import StreamLearnerError
@@ -27,6 +28,8 @@ from stream_learner.state.redis import RedisStore
 from tools.events import dataset_rows, event_bytes
 from tools.localstack import HOST, DevStack, StackError
 from tools.service import service_env, spawn
+
+CLOSE_S = 5.0  # for the records in flight when the demo stops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kafka-port", type=int, default=DevStack().kafka_port)
     parser.add_argument("--controller-port", type=int, default=DevStack().controller_port)
     parser.add_argument("--redis-port", type=int, default=DevStack().redis_port)
+    parser.add_argument("--http-port", type=int, default=8000,
+                        help="the learner's dashboard and metrics; the predictor's is the next port")
     args = parser.parse_args(argv)
     stack = DevStack(args.stack_dir.resolve(), args.kafka_port, args.controller_port, args.redis_port)
     processes: list[subprocess.Popen[bytes]] = []
@@ -70,22 +75,28 @@ def stream(args: argparse.Namespace, stack: DevStack, processes: list[subprocess
     common = {"bootstrap_servers": bootstrap, "redis_url": redis_url, "hmac_key": secrets.token_hex(16),
               "model": run, "events_topic": f"{run}.events", "dead_letter_topic": f"{run}.dlq",
               "checkpoint_every": 1000, "checkpoint_interval": 1}
-    learner_env = service_env({**common, "predictions_topic": f"{run}.predictions"})
+    learner_env = service_env({**common, "predictions_topic": f"{run}.predictions",
+                               "http_port": args.http_port})
     serve_env = service_env({**common, "predictions_topic": f"{run}.predictions.frozen",
-                             "wait_for_model": 120})
+                             "wait_for_model": 120, "http_port": args.http_port + 1})
     logs = stack.directory / run
     logs.mkdir(parents=True, exist_ok=True)
     store = RedisStore(redis_url)
+    clients: list[KafkaProducer | KafkaConsumer] = []
     try:
         rows = dataset_rows(args.dataset)
         events = [e for rep in range(args.repeat) for e in event_bytes(rows, f"{args.dataset}-{rep}")]
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+        clients.append(producer)
         # ``main`` kills and reaps them on the way out, Ctrl-C included.
         processes.append(spawn("learn", learner_env, stdout=logs / "learner.log", die_with_parent=False))
         processes.append(spawn("serve", serve_env, stdout=logs / "predictor.log", die_with_parent=False))
         watch = KafkaConsumer(f"{run}.predictions", f"{run}.predictions.frozen", bootstrap_servers=bootstrap,
                               group_id=None, auto_offset_reset="earliest")
+        clients.append(watch)
         print(f"demo {run}: {len(events)} {args.dataset} events at {args.rate:.0f}/s (logs in {logs})")
+        print(f"dashboards: http://{HOST}:{args.http_port}/ (learner), http://{HOST}:{args.http_port + 1}/ "
+              "(predictor; POST /predict answers there)")
         print(f"{'time':>5}  {'sent':>6}  {'learned':>7}  {'events/s':>8}  {'rolling acc':>11}  "
               f"{'learner v':>9}  {'frozen preds':>12}  {'frozen v':>8}")
         counts = {"learn": 0, "frozen": 0}
@@ -114,8 +125,6 @@ def stream(args: argparse.Namespace, stack: DevStack, processes: list[subprocess
                       f"{versions['learn']:9d}  {counts['frozen']:12d}  {versions['frozen']:8d}", flush=True)
                 last, last_count = now, counts["learn"]
         producer.flush()
-        producer.close()
-        watch.close()
         for p in processes:
             p.send_signal(signal.SIGTERM)
         for p in processes:
@@ -127,7 +136,18 @@ def stream(args: argparse.Namespace, stack: DevStack, processes: list[subprocess
         print("prequential metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(meta.metrics.items())))
         return 0
     finally:
+        _close(clients)
         store.close()
+
+
+def _close(clients: list[KafkaProducer | KafkaConsumer]) -> None:
+    """Close the demo's clients while the broker still runs: left to kafka-python's exit hook, a
+    producer with records in flight flushes to a stopped broker and prints a traceback."""
+    for client in clients:
+        try:
+            client.close(timeout=CLOSE_S) if isinstance(client, KafkaProducer) else client.close()
+        except KafkaError as exc:
+            print(f"demo: closing a Kafka client: {exc}", file=sys.stderr)
 
 
 def _rolling_metric(store: RedisStore, model: str) -> str:

@@ -7,6 +7,7 @@ configured entirely through its environment; these helpers build that environmen
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -26,7 +27,8 @@ def service_env(settings: Settings | Mapping[str, object], omit: Collection[str]
     STREAM_LEARNER_* variables, but the fields in ``omit``: the child sees only what it is given."""
     values = vars(settings) if isinstance(settings, Settings) else settings
     env = {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX)}
-    env.update({env_var(name): str(value) for name, value in values.items() if name not in omit})
+    env.update({env_var(name): json.dumps(list(value)) if isinstance(value, tuple) else str(value)
+                for name, value in values.items() if name not in omit})
     return env
 
 

@@ -103,9 +103,9 @@ class Consumer(Protocol):
         """Partition -> the end offset of ``topic`` (none while it does not exist); ``flag``
         names the setting in errors."""
 
-    def lag(self) -> int | None:
-        """Records not read yet in the assigned partitions, from what the last fetches said;
-        None while a partition's end is not known yet."""
+    def lags(self) -> dict[Partition, int | None]:
+        """Records not read yet in each assigned partition, from what the last fetches said (no
+        request to the broker); None while a partition's end is not known yet."""
 
     def close(self) -> None: ...
 

@@ -294,14 +294,13 @@ class KpConsumer:
             raise StreamLearnerError(f"{flag} {topic}: {exc}") from None
         return {tp.partition: offset for tp, offset in ends.items()}
 
-    def lag(self) -> int | None:
-        consumer, total = self.consumer, 0
+    def lags(self) -> dict[Partition, int | None]:
+        consumer, out = self.consumer, {}
         for tp in consumer.assignment():
             high, position = consumer.highwater(tp), consumer.position(tp, timeout_ms=0)
-            if high is None or position is None:
-                return None
-            total += max(0, high - position)
-        return total
+            known = high is not None and position is not None
+            out[(tp.topic, tp.partition)] = max(0, high - position) if known else None
+        return out
 
     def close(self) -> None:
         """Leave the group (its partitions are revoked first, as librdkafka's close does)."""

@@ -259,17 +259,16 @@ def _log_commit_failure(error: rdkafka.KafkaError | None, partitions: list[rdkaf
         KAFKA_LOG.log(logging.WARNING, "%s %s", "commit", f"offset commit failed: {why}")
 
 
-def _lag(consumer: rdkafka.Consumer) -> int | None:
-    """Records not read yet in the assigned partitions, from what the last fetches said (no
+def _lags(consumer: rdkafka.Consumer) -> dict[Partition, int | None]:
+    """Records not read yet in each assigned partition, from what the last fetches said (no
     request to the broker); None while a partition's end is not known yet."""
-    total = 0
+    out: dict[Partition, int | None] = {}
     assigned = consumer.assignment()
     for tp, position in zip(assigned, consumer.position(assigned), strict=True):
         high = consumer.get_watermark_offsets(tp, cached=True)[1]
-        if high < 0 or position.offset < 0:
-            return None
-        total += max(0, high - position.offset)
-    return total
+        known = high >= 0 and position.offset >= 0
+        out[(tp.topic, tp.partition)] = max(0, high - position.offset) if known else None
+    return out
 
 
 def _topic_ends(reader: rdkafka.Consumer, topic: str, flag: str) -> dict[int, int]:
@@ -323,8 +322,8 @@ class RdConsumer:
     def end_offsets(self, topic: str, flag: str) -> dict[int, int]:
         return _topic_ends(self.consumer, topic, flag)
 
-    def lag(self) -> int | None:
-        return _lag(self.consumer)
+    def lags(self) -> dict[Partition, int | None]:
+        return _lags(self.consumer)
 
     def close(self) -> None:
         self.consumer.close()

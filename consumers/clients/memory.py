@@ -173,8 +173,8 @@ class MemoryConsumer:
         """None while the topic does not exist, as with librdkafka's."""
         return {p: self.broker.end((topic, p)) for p in range(len(self.broker.topics.get(topic, [])))}
 
-    def lag(self) -> int | None:
-        return sum(max(0, self.broker.end(p) - at) for p, at in self.positions.items())
+    def lags(self) -> dict[Partition, int | None]:
+        return {p: max(0, self.broker.end(p) - at) for p, at in self.positions.items()}
 
     def close(self) -> None:
         """Leave the group: its partitions are revoked first, as librdkafka's close does."""

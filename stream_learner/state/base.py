@@ -10,18 +10,26 @@ Two implementations: ``state.redis.RedisStore`` (the real one) and ``state.memor
     {p:m}:fence      the fencing token of the newest writer (only ever grows)
     {p:m}:lease      the token of the writer holding the lease, with a TTL
     {p:m}:announce   pub/sub channel: the new version number on each save
+    {p:m}:request    an operator's request to the learner (JSON; stream_learner.requests)
+    {p:m}:serving    hash: the version frozen predictors serve, by whom (learner, operator,
+                     rollback), when and why; absent: the latest
+    {p:m}:tags       hash: tag -> version; tagged and served versions outlive --keep-versions
 
 A learner becomes the writer by taking the lease when it is free, or held by its own
 instance id (a restart of the same instance need not wait for the dead one's lease), which
 also increments the fence; it renews the lease while it runs. A save is atomic and checked
 by the store: it refuses a writer whose token is not the current fence (a zombie learner
 that lost its lease) and a version that does not follow the latest.
+
+The served version follows the learner's saves unless an operator holds it (``serve``): by
+hand (``operator``, until they let it follow again) or by a rollback (``rollback``, until the
+learner saves a version that descends from it: ``reclaim``).
 """
 
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from stream_learner.checkpoint import Record
 from stream_learner.errors import CheckpointError, FencedError, OutOfOrder
@@ -29,6 +37,23 @@ from stream_learner.errors import CheckpointError, FencedError, OutOfOrder
 # One Redis value may hold 512 MB; checkpoints are written in chunks well below that.
 CHUNK_BYTES = 64 * 1024 * 1024
 MAX_CHECKPOINT_BYTES = 1024 * 1024 * 1024
+
+
+class Serving(NamedTuple):
+    """The version frozen predictors serve, and who set it ("" when nobody has: the latest)."""
+
+    version: int
+    by: str
+    at: float
+    reason: str
+
+
+class SaveRules(NamedTuple):
+    """What a save does besides writing its version (``ModelStore.save``'s options)."""
+
+    keep: int
+    serve: bool = True
+    reclaim: bool = False
 
 
 class ModelStore(Protocol):
@@ -45,8 +70,11 @@ class ModelStore(Protocol):
     def release(self, model: str, token: int, owner: str = "") -> None:
         """Give the lease up (a standby may take over at once)."""
 
-    def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
-        """Write ``version`` atomically, keep the newest ``keep`` versions, announce it."""
+    def save(self, model: str, version: int, record: Record, token: int, keep: int, *,
+             serve: bool = True, reclaim: bool = False) -> None:
+        """Write ``version`` atomically, keep the newest ``keep`` versions (and the served and
+        tagged ones), announce it; ``serve``: serve it unless an operator holds the served
+        version; ``reclaim``: serve it even if a rollback holds it."""
 
     def latest_version(self, model: str) -> int:
         """The newest version, 0 when there is none."""
@@ -62,8 +90,30 @@ class ModelStore(Protocol):
         """The models that have a checkpoint, by name."""
 
     def reset(self, model: str) -> int:
-        """Delete every version of ``model`` (its fence stays: tokens only ever grow); the
-        number deleted. ``CheckpointError`` while a learner holds its lease."""
+        """Delete every version of ``model`` and its request (its fence stays: tokens only ever
+        grow); the number deleted. ``CheckpointError`` while a learner holds its lease."""
+
+    def served(self, model: str) -> Serving:
+        """The version frozen predictors serve (the latest when nobody set one; 0: none)."""
+
+    def serve(self, model: str, version: int, *, by: str, reason: str = "") -> None:
+        """Serve ``version`` (0: the latest) from now on; ``by`` an operator holds it there, by
+        ``learner`` it follows the learner's saves again. ``NoCheckpoint`` if it is not kept."""
+
+    def tag(self, model: str, name: str, version: int) -> None:
+        """Tag ``version`` (kept whatever ``--keep-versions``); ``NoCheckpoint`` if it is not kept."""
+
+    def untag(self, model: str, name: str) -> bool:
+        """Remove a tag; whether it existed."""
+
+    def tags(self, model: str) -> dict[str, int]:
+        """Tag -> version."""
+
+    def request(self, model: str, doc: bytes) -> None:
+        """Leave an operator's request for the model's learner (it replaces an earlier one)."""
+
+    def requested(self, model: str) -> bytes | None:
+        """The operator's request, None when there is none; the learner applies each one once."""
 
 
 def fenced(model: str, token: int, current: int) -> FencedError:

@@ -18,7 +18,7 @@ import time
 
 from stream_learner.checkpoint import Record
 from stream_learner.errors import NoCheckpoint
-from stream_learner.state.base import fenced, held, missing, out_of_order
+from stream_learner.state.base import Serving, fenced, held, missing, out_of_order
 
 
 class MemoryStore:
@@ -30,6 +30,9 @@ class MemoryStore:
         self.records: dict[str, dict[int, Record]] = {}
         self.fences: dict[str, int] = {}
         self.leases: dict[str, tuple[str, float]] = {}  # model -> (owner, expires at)
+        self.requests: dict[str, bytes] = {}
+        self.serving: dict[str, Serving] = {}
+        self.tag_map: dict[str, dict[str, int]] = {}
 
     def _holder(self, model: str) -> str | None:
         owner, expires = self.leases.get(model, ("", 0.0))
@@ -52,7 +55,8 @@ class MemoryStore:
         if self._holder(model) == owner and self.fences.get(model) == token:
             del self.leases[model]
 
-    def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
+    def save(self, model: str, version: int, record: Record, token: int, keep: int, *,
+             serve: bool = True, reclaim: bool = False) -> None:
         current = self.fences.get(model, 0)
         if token != current:
             raise fenced(model, token, current)
@@ -61,8 +65,14 @@ class MemoryStore:
             raise out_of_order(model, version, latest)
         kept = self.records.setdefault(model, {})
         kept[version] = record
+        by = self.serving[model].by if model in self.serving else ""
+        if (serve and by in ("", "learner")) or (reclaim and by == "rollback"):
+            self.serving[model] = Serving(version, "learner", time.time(), "")
+        protected = {*self.tag_map.get(model, {}).values(),
+                     *([self.serving[model].version] if model in self.serving else [])}
         for old in sorted(kept)[:-keep]:
-            del kept[old]
+            if old not in protected:
+                del kept[old]
 
     def latest_version(self, model: str) -> int:
         return max(self.records.get(model, {}), default=0)
@@ -84,4 +94,33 @@ class MemoryStore:
         holder = self._holder(model)
         if holder is not None:
             raise held(model, holder)
+        self.requests.pop(model, None)
+        self.serving.pop(model, None)
+        self.tag_map.pop(model, None)
         return len(self.records.pop(model, {}))
+
+    def served(self, model: str) -> Serving:
+        return self.serving.get(model) or Serving(self.latest_version(model), "", 0.0, "")
+
+    def serve(self, model: str, version: int, *, by: str, reason: str = "") -> None:
+        version = version or self.latest_version(model)
+        if version not in self.records.get(model, {}):
+            raise NoCheckpoint(missing(model, version))
+        self.serving[model] = Serving(version, by, time.time(), reason)
+
+    def tag(self, model: str, name: str, version: int) -> None:
+        if version not in self.records.get(model, {}):
+            raise NoCheckpoint(missing(model, version))
+        self.tag_map.setdefault(model, {})[name] = version
+
+    def untag(self, model: str, name: str) -> bool:
+        return self.tag_map.get(model, {}).pop(name, None) is not None
+
+    def tags(self, model: str) -> dict[str, int]:
+        return dict(self.tag_map.get(model, {}))
+
+    def request(self, model: str, doc: bytes) -> None:
+        self.requests[model] = doc
+
+    def requested(self, model: str) -> bytes | None:
+        return self.requests.get(model)

@@ -5,6 +5,7 @@ Keys and their layout: ``stream_learner.state.base``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -15,6 +16,7 @@ from stream_learner.errors import CheckpointError, NoCheckpoint, StoreUnavailabl
 from stream_learner.state.base import (
     CHUNK_BYTES,
     MAX_CHECKPOINT_BYTES,
+    Serving,
     damaged,
     fenced,
     held,
@@ -42,14 +44,14 @@ redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2])
 return fence
 """
 
-# KEYS: lease, versions, latest. ARGV: the version key prefix. {'held', holder} while a learner
-# holds the lease, else {'ok', the number of versions deleted}.
+# KEYS: lease, versions, latest, request, serving, tags. ARGV: the version key prefix. {'held', holder} while
+# a learner holds the lease, else {'ok', the number of versions deleted}.
 _RESET = """
 local holder = redis.call('GET', KEYS[1])
 if holder then return {'held', holder} end
 local versions = redis.call('ZRANGE', KEYS[2], 0, -1)
 for _, v in ipairs(versions) do redis.call('DEL', ARGV[1] .. v) end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 return {'ok', #versions}
 """
 
@@ -61,8 +63,12 @@ end
 return 0
 """
 
-# KEYS: fence, latest, versions, the new version's hash.
-# ARGV: token, version, keep, version key prefix, announce channel, then field/value pairs.
+# KEYS: fence, latest, versions, the new version's hash, serving, tags.
+# ARGV: token, version, keep, version key prefix, announce channel, serve (1/0), reclaim (1/0),
+# now, then field/value pairs.
+# Points serving at the new version when asked to (serve) and no operator holds it, or (reclaim)
+# when a rollback holds it; then drops the versions beyond the newest ``keep``, but the served
+# and the tagged ones.
 # Returns {status, value}: ok (the version), fenced (the fence), order (the latest), or damaged
 # (the key that holds no number).
 _SAVE = """
@@ -74,16 +80,34 @@ if not latest then return {'damaged', KEYS[2]} end
 local version = tonumber(ARGV[2])
 if version ~= latest + 1 then return {'order', latest} end
 redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[4], unpack(ARGV, 6))
+redis.call('HSET', KEYS[4], unpack(ARGV, 9))
 redis.call('SET', KEYS[2], version)
 redis.call('ZADD', KEYS[3], version, version)
+local by = redis.call('HGET', KEYS[5], 'by')
+if (ARGV[6] == '1' and (not by or by == 'learner')) or (ARGV[7] == '1' and by == 'rollback') then
+  redis.call('HSET', KEYS[5], 'version', version, 'by', 'learner', 'at', ARGV[8], 'reason', '')
+end
+local served = redis.call('HGET', KEYS[5], 'version')
+local kept = {}
+for _, v in ipairs(redis.call('HVALS', KEYS[6])) do kept[v] = true end
+if served then kept[served] = true end
 local old = redis.call('ZRANGE', KEYS[3], 0, -tonumber(ARGV[3]) - 1)
 for _, v in ipairs(old) do
-  redis.call('DEL', ARGV[4] .. v)
-  redis.call('ZREM', KEYS[3], v)
+  if not kept[v] then
+    redis.call('DEL', ARGV[4] .. v)
+    redis.call('ZREM', KEYS[3], v)
+  end
 end
 redis.call('PUBLISH', ARGV[5], version)
 return {'ok', version}
+"""
+
+# KEYS: versions, serving (serve) or tags (tag). ARGV: version, then the fields to set.
+# 'missing' when the version is not kept, else 'ok'.
+_POINT = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 'missing' end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+return 'ok'
 """
 
 
@@ -117,7 +141,7 @@ class RedisStore:
             except ValueError as exc:
                 raise StoreUnavailable(f"--redis-url: {exc}") from None
             for name, source in (("acquire", _ACQUIRE), ("renew", _RENEW), ("release", _RELEASE),
-                                 ("save", _SAVE), ("reset", _RESET)):
+                                 ("save", _SAVE), ("reset", _RESET), ("point", _POINT)):
                 self._scripts[name] = self._client.register_script(source)
         return self._client
 
@@ -157,7 +181,8 @@ class RedisStore:
     def release(self, model: str, token: int, owner: str = "") -> None:
         self._script("release", "releasing the writer lease", self._lease_keys(model), [token, owner])
 
-    def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
+    def save(self, model: str, version: int, record: Record, token: int, keep: int, *,
+             serve: bool = True, reclaim: bool = False) -> None:
         size = len(record.payload)
         if size > self._max:
             raise CheckpointError(f"model {model}: checkpoint of {size} bytes exceeds the limit of "
@@ -166,8 +191,10 @@ class RedisStore:
         fields: list[Any] = ["header", record.header, "signature", record.signature, "chunks", len(chunks)]
         for i, chunk in enumerate(chunks):
             fields += [f"payload:{i}", chunk]
-        keys = [self.key(model, s) for s in ("fence", "latest", "versions", f"v:{version}")]
-        args = [token, version, keep, self.key(model, "v:"), self.key(model, "announce"), *fields]
+        keys = [self.key(model, s)
+                for s in ("fence", "latest", "versions", f"v:{version}", "serving", "tags")]
+        args = [token, version, keep, self.key(model, "v:"), self.key(model, "announce"), int(serve),
+                int(reclaim), repr(time.time()), *fields]
         status, value = self._script("save", f"saving checkpoint {model} v{version}", keys, args)
         if status == b"fenced":
             raise fenced(model, token, int(value))
@@ -219,11 +246,53 @@ class RedisStore:
         return sorted(k.decode(errors="replace")[len(head):-len("}:latest")] for k in keys)
 
     def reset(self, model: str) -> int:
-        keys = [self.key(model, s) for s in ("lease", "versions", "latest")]
+        keys = [self.key(model, s) for s in ("lease", "versions", "latest", "request", "serving", "tags")]
         status, value = self._script("reset", f"resetting model {model}", keys, [self.key(model, "v:")])
         if status == b"held":
             raise held(model, value.decode(errors="replace"))
         return int(value)
+
+    def served(self, model: str) -> Serving:
+        key = self.key(model, "serving")
+        version, by, at, reason = self._call("reading the served version", self.client.hmget, key,
+                                             "version", "by", "at", "reason")
+        if version is None:
+            return Serving(self.latest_version(model), "", 0.0, "")
+        return Serving(number(version, key), by.decode(errors="replace") if by else "",
+                       float(at or 0), reason.decode(errors="replace") if reason else "")
+
+    def serve(self, model: str, version: int, *, by: str, reason: str = "") -> None:
+        version = version or self.latest_version(model)
+        status = self._script("point", f"serving {model} v{version}",
+                              [self.key(model, "versions"), self.key(model, "serving")],
+                              [version, "version", version, "by", by, "at", repr(time.time()),
+                               "reason", reason])
+        if status == b"missing":
+            raise NoCheckpoint(missing(model, version))
+
+    def tag(self, model: str, name: str, version: int) -> None:
+        status = self._script("point", f"tagging {model} v{version}",
+                              [self.key(model, "versions"), self.key(model, "tags")],
+                              [version, name, version])
+        if status == b"missing":
+            raise NoCheckpoint(missing(model, version))
+
+    def untag(self, model: str, name: str) -> bool:
+        return bool(self._call(f"untagging {name}", self.client.hdel, self.key(model, "tags"), name))
+
+    def tags(self, model: str) -> dict[str, int]:
+        key = self.key(model, "tags")
+        found = self._call("reading the tags", self.client.hgetall, key)
+        return {k.decode(errors="replace"): number(v, key) for k, v in found.items()}
+
+    def request(self, model: str, doc: bytes) -> None:
+        self._call(f"sending a request to model {model}'s learner", self.client.set,
+                   self.key(model, "request"), doc)
+
+    def requested(self, model: str) -> bytes | None:
+        value: bytes | None = self._call("reading the operator's request", self.client.get,
+                                         self.key(model, "request"))
+        return value
 
     def close(self) -> None:
         if self._client is not None:

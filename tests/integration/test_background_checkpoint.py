@@ -15,6 +15,7 @@ from stream_learner.checkpoint import CheckpointMeta, open_record
 from stream_learner.engine import Engine, ModelState
 from stream_learner.errors import FencedError, StoreUnavailable
 from stream_learner.events import Event, Source
+from stream_learner.state.base import SaveRules
 from stream_learner.state.redis import RedisStore
 from tools.localstack import RedisServer
 
@@ -42,8 +43,8 @@ def feed(engine: Engine, start: int, stop: int) -> None:
 def start(kind: Kind, store: RedisStore, state: ModelState, token: int) -> BackgroundCheckpoint:
     meta = CheckpointMeta("m", 1, {"t:0": state.learned}, events=state.learned, token=token)
     if kind is ForkedCheckpoint:
-        return ForkedCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3)
-    writer = PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3, limit=1 << 20)
+        return ForkedCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=SaveRules(3))
+    writer = PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=SaveRules(3), limit=1 << 20)
     assert writer is not None
     return writer
 
@@ -56,8 +57,9 @@ def test_a_state_that_outgrows_the_limit_is_not_pickled_in_the_loop(
     state, _ = trained(50)
     size = len(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
     meta = CheckpointMeta("m", 1, {"t:0": 50}, events=50, token=token)
-    assert PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3, limit=size - 1) is None
-    writer = PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=3, limit=size)
+    rules = SaveRules(3)
+    assert PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=rules, limit=size - 1) is None
+    writer = PickledCheckpoint.start(state, meta, store, "k", KEYS["k"], keep=rules, limit=size)
     assert writer is not None
     writer.release({})
     assert writer.wait().payload_bytes == size

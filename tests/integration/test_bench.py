@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from bench.run import main
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    assert main(["--events", "3000", "--checkpoint-events", "600", "--latency-seconds", "2",
-                 "--latency-warmup", "0.5", "--out", str(out)]) == 0
+    assert main(["--events", "1500", "--checkpoint-events", "300", "--latency-seconds", "0.5",
+                 "--latency-warmup", "0.25", "--out", str(out),
+                 "--http-runs", "1", "--http-seconds", "0.3", "--http-client", "thread"]) == 0
     results = json.loads(out.read_text())
     for key in ("raw_river_eps", "bare_kafka_eps", "hand_rolled_eps", "service_eps",
                 "additive_bound_eps", "frozen_1_eps", "frozen_2_eps"):
@@ -50,4 +52,29 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert (kp_latency["loop"], kp_latency["kafka_client"]) == ("service", "kafka-python")
     assert abs(kp_latency["offered_eps"] - kp["service_eps"] / 2) <= 1
     assert kp_latency["samples"] > 0 and 0 <= kp_latency["p50_ms"] <= kp_latency["p99_ms"]
-    assert results["machine"]["cpus"] and results["events"] == 3000
+    assert results["machine"]["cpus"] and results["events"] == 1500
+    check_http(results["http"], results["events"])
+
+
+def check_http(http: dict[str, Any], events: int) -> None:
+    """The HTTP figures (bench/http.py): S scraped and not, and POST /predict."""
+    scraping = http["scraping"]
+    assert scraping["events_per_run"] == events and scraping["runs_each"] == 1
+    assert len(scraping["off_eps"]) == len(scraping["on_eps"]) == 1
+    assert scraping["off_median_eps"] > 0 and scraping["on_median_eps"] > 0
+    assert abs(scraping["on_vs_off"] - scraping["on_median_eps"] / scraping["off_median_eps"]) < 0.01
+    assert scraping["scrapes"] >= 1 and scraping["scrape_failures"] == 0
+    assert 0 < scraping["metrics_ms_p50"] < 1000 and 0 < scraping["status_ms_p50"] < 1000
+    assert scraping["metrics_bytes"] > 1000
+    assert scraping["status_bytes"] > 100
+    predict = http["predict"]
+    assert predict["client"] == "thread" and predict["seconds_per_phase"] == 0.3
+    raw = predict["in_process"]
+    for key in ("river_predict_eps", "engine_predict_eps", "handler_single_eps", "handler_batch_eps"):
+        assert raw[key] > 0, key
+    assert [(f["body"], f["clients"]) for f in predict["http"]] == [
+        ("single", 1), ("batch100", 1), ("single", 8), ("batch100", 8)]
+    for f in predict["http"]:
+        assert f["requests"] > 0 and f["eps"] == round(f["requests"] * f["events_per_request"] / 0.3)
+        assert 0 < f["p50_ms"] <= f["p99_ms"] < 10_000
+        assert 0 < f["server_cpu_share"] < 4 and 0 < f["clients_cpu_share"] < 4

@@ -21,8 +21,9 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from kafka import KafkaConsumer
-from river import linear_model, preprocessing
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from river import evaluate, linear_model, metrics, optim, preprocessing
 
 from stream_learner.config import Settings
 from stream_learner.engine import id_hash
@@ -46,9 +47,13 @@ CRASH_POINTS = [("after_predict", 40, False), ("after_publish", 60, False), ("af
                 ("after_checkpoint", 1, False), ("in_revocation", 1, False)]
 
 
-# A restarted learner gets the killed one's partitions once its session expires: a short one
-# (the local broker allows 2 s) keeps the restarts of these tests quick.
-SESSION_S = 4.0
+# A restarted learner gets the killed one's partitions once its session expires: the shortest
+# one the local broker allows (2 s) keeps the restarts of these tests quick.
+SESSION_S = 2.0
+KILLS = 5  # at random moments, each of a learner that is learning
+# A challenger in the same checkpoint: exactly once holds for it as for the champion.
+SLOW = "preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.005))"
+CHALLENGER = f"slow={SLOW}"
 
 
 def make_events(count: int, prefix: str) -> list[tuple[str, bytes, bool]]:
@@ -71,20 +76,38 @@ def start_learner(settings: Settings, crash_at: str = "", forked: bool = False) 
 
 
 class Feeder:
-    """Produces events in the background at a steady rate, in order."""
+    """Produces events in the background at a steady rate, in order: a tenth of a second's worth
+    at a time, each acknowledged by the broker (acks=all) before the next."""
 
     def __init__(self, bootstrap: str, topic: str, events: list[tuple[str, bytes, bool]],
                  per_second: float) -> None:
         self.done = threading.Event()
+        self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(bootstrap, topic, events, per_second))
         self.thread.start()
 
     def _run(self, bootstrap: str, topic: str, events: list[tuple[str, bytes, bool]], rate: float) -> None:
-        chunk = max(1, int(rate / 10))
-        for start in range(0, len(events), chunk):
-            produce(bootstrap, topic, [(k, v) for k, v, _ in events[start:start + chunk]])
-            time.sleep(0.1)  # pacing the feed, not waiting for a result
-        self.done.set()
+        try:
+            producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+            chunk = max(1, int(rate / 10))
+            start = time.monotonic()
+            for n, first in enumerate(range(0, len(events), chunk)):
+                futures = [producer.send(topic, key=k.encode(), value=v)
+                           for k, v, _ in events[first:first + chunk]]
+                producer.flush()
+                assert all(f.succeeded() for f in futures)
+                # Pacing the feed on a schedule, not waiting for a result.
+                time.sleep(max(0.0, start + (n + 1) / 10 - time.monotonic()))
+            producer.close()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise AssertionError("the feeder failed") from self.error
 
 
 @contextmanager
@@ -110,19 +133,25 @@ def intruder(settings: Settings) -> Iterator[None]:
 
 def chaos(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes, bool]],
           seed: int) -> None:
-    """At least ten random SIGKILLs while events stream in (every other learner forking its
-    checkpoints), then every named crash point."""
+    """Random SIGKILLs of learners that are learning, while events stream in (every other
+    learner forking its checkpoints), then every named crash point."""
     rng = random.Random(seed)
     extra = events[-100 * (len(CRASH_POINTS) + 1):]
-    feeder = Feeder(kafka.bootstrap, settings.events_topic, events[:-len(extra)], per_second=800)
+    # ~20 s of feed: about as long as the kills take, so that they all strike on a live stream.
+    feeder = Feeder(kafka.bootstrap, settings.events_topic, events[:-len(extra)], per_second=350)
     kills = 0
-    while kills < 10 or not feeder.done.is_set():
+    while kills < KILLS or not feeder.done.is_set():
+        before = _version(settings)
         proc = start_learner(settings, forked=kills % 2 == 1)
-        time.sleep(rng.uniform(0.5, 3.0))  # the random moment of the crash
+        # Killed once it learns (it holds the lease, owns the partitions and has checkpointed),
+        # at a random moment of that: a learner still starting up proves nothing.
+        wait_for("the learner to learn and checkpoint",
+                 lambda: _newer_than(settings, before) or feeder.done.is_set(), 60)  # noqa: B023
+        time.sleep(rng.uniform(0.0, 1.0))
         proc.kill()
         proc.wait(30)
         kills += 1
-    feeder.thread.join()
+    feeder.join()
 
     for n, (point, nth, forked) in enumerate(CRASH_POINTS):
         produce(kafka.bootstrap, settings.events_topic, [(k, v) for k, v, _ in extra[n * 100:(n + 1) * 100]])
@@ -169,14 +198,16 @@ def _expect_killed(proc: subprocess.Popen[bytes], point: str) -> None:
     assert proc.returncode == -signal.SIGKILL, f"{point}: exit {proc.returncode}: {err.decode()[-2000:]}"
 
 
-def check_predictions(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes, bool]]
-                      ) -> None:
-    """Every event has a prediction; where one was published twice, both are identical."""
+def check_predictions(kafka: KafkaBroker, settings: Settings, events: list[tuple[str, bytes, bool]],
+                      variant: str = "champion") -> None:
+    """Every event has a prediction (of ``variant``); where one was published twice, both are
+    identical."""
     ids = {k for k, _, _ in events}
     end = wait_for("a prediction for every event",
                    lambda: _all_predicted(kafka, settings, ids), timeout=60, every=0.5)
     by_id: dict[str, set[bytes]] = defaultdict(set)
     for message in end:
+        assert message.json()["variant"] == variant
         by_id[message.json()["id"]].add(message.value)
     assert set(by_id) == ids
     differing = {k: v for k, v in by_id.items() if len(v) > 1}
@@ -192,13 +223,17 @@ def expected_digest(events: list[tuple[str, bytes, bool]]) -> int:
     return sum(id_hash(k) for k, _, lab in events if lab) % 2**64
 
 
+# Each chaos test on one client (each client gets one): three partitions, with its rebalances,
+# on kafka-python, whose rebalance listener is the service's own code; one on librdkafka.
+@pytest.mark.parametrize("kafka_client", ["librdkafka"])
 def test_chaos_on_one_partition_equals_the_in_process_model(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
     topic: Callable[..., str], kafka_client: str,
 ) -> None:
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events"),
                              checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0,
-                             session_timeout=SESSION_S, kafka_client=kafka_client)
+                             session_timeout=SESSION_S, kafka_client=kafka_client,
+                             challengers=(CHALLENGER,), shadow_topic=unique("shadow"))
     events = make_events(8000, "one")
     chaos(kafka, settings, events, seed=int(os.environ.get("CHAOS_SEED", "7")))
 
@@ -216,14 +251,27 @@ def test_chaos_on_one_partition_equals_the_in_process_model(
         assert model.predict_proba_one(doc["x"]) == oracle.predict_proba_one(doc["x"])
     check_predictions(kafka, settings, events)
 
+    challenger = ckpt.state.challengers["slow"]
+    assert challenger.learned == len(labelled) and not challenger.error
+    assert ckpt.meta.challengers["slow"]["learned_digest"] == expected_digest(events)
+    slow = preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.005))
+    accuracy = metrics.Accuracy()
+    evaluate.progressive_val_score([(d["x"], d["y"]) for d in labelled], slow, accuracy)
+    assert challenger.model["LogisticRegression"].weights == slow["LogisticRegression"].weights
+    assert ckpt.meta.challengers["slow"]["metrics"]["Accuracy"] == round(accuracy.get(), 6)
+    check_predictions(kafka, replace(settings, predictions_topic=settings.shadow_topic), events,
+                      variant="slow")
 
+
+@pytest.mark.parametrize("kafka_client", ["kafka-python"])
 def test_chaos_on_three_partitions_learns_each_event_exactly_once(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
     topic: Callable[..., str], kafka_client: str,
 ) -> None:
     settings = make_settings(kafka, redis_server, unique, events_topic=topic("events", partitions=3),
                              checkpoint_every=300, checkpoint_interval=0.3, lease_ttl=1.0,
-                             session_timeout=SESSION_S, kafka_client=kafka_client)
+                             session_timeout=SESSION_S, kafka_client=kafka_client,
+                             challengers=(CHALLENGER,))
     events = make_events(8000, "three")
     chaos(kafka, settings, events, seed=int(os.environ.get("CHAOS_SEED", "11")))
 
@@ -232,4 +280,6 @@ def test_chaos_on_three_partitions_learns_each_event_exactly_once(
     assert ckpt.meta.learned_digest == expected_digest(events)
     assert sum(ckpt.meta.offsets.values()) == len(events)
     assert len(ckpt.meta.offsets) == 3
+    assert ckpt.meta.challengers["slow"]["learned_digest"] == expected_digest(events)
+    assert ckpt.meta.challengers["slow"]["learned"] == ckpt.meta.learned
     check_predictions(kafka, settings, events)

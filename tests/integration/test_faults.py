@@ -93,8 +93,10 @@ def test_broker_sigkill_under_a_learner_and_a_predictor(
     broker.start()
     try:
         rows = phishing()
+        # Short group sessions (the local broker's minimum): once the broker is back, the
+        # group forms again in seconds rather than after the default 10 s session.
         learn = make_settings(broker, redis_server, unique, checkpoint_interval=0.2,
-                              kafka_client=kafka_client)
+                              kafka_client=kafka_client, session_timeout=2.0)
         serve = replace(learn, events_topic=unique("live"), predictions_topic=unique("served"),
                         commit_interval=0.2)
         create_topic(broker.bootstrap, learn.events_topic, partitions=2)

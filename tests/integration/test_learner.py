@@ -8,6 +8,7 @@ import math
 import pickle
 import re
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -340,28 +341,37 @@ def test_a_changed_spec_is_refused_and_models_reset_starts_the_model_afresh(
     first = spawn("learn", settings)
     wait_learned(settings, len(rows))
 
-    def cli(command: str, *args: str, **overrides: Any) -> tuple[int, str]:
-        proc = spawn(command, replace(settings, **overrides), *args)
+    def start(command: str, *args: str, omit: tuple[str, ...] = (), **overrides: Any
+              ) -> subprocess.Popen[str]:
+        return spawn(command, replace(settings, **overrides), *args, omit=omit)
+
+    def result(proc: subprocess.Popen[str]) -> tuple[int, str]:
         out, _ = proc.communicate(timeout=120)
         return proc.returncode, out
 
-    code, out = cli("models", "reset")
+    def cli(command: str, *args: str, **overrides: Any) -> tuple[int, str]:
+        return result(start(command, *args, **overrides))
+
+    # Commands that change nothing run side by side (each CLI start-up costs a second or two).
+    unconfirmed, refused = start("models", "reset"), start("models", "reset", "--yes")
+    code, out = result(unconfirmed)
     assert code == 2 and "add --yes" in out
-    code, out = cli("models", "reset", "--yes")
+    code, out = result(refused)
     assert code == 1 and "holds the writer lease; stop it first" in out and "Traceback" not in out
     first.send_signal(signal.SIGTERM)
     first.communicate(timeout=60)
 
     other = "tree.HoeffdingTreeClassifier()"
-    code, out = cli("learn", model_spec=other)
+    changed = start("learn", model_spec=other)
+    listing = start("models", "list", omit=("model",))
+    missing = start("models", "show", "999")
+    code, out = result(changed)
     last = out.strip().splitlines()[-1]
     assert code == 2, out
     assert SPEC in last and other in last and "--model" in last and "models reset --model" in last
-
-    listing = spawn("models", settings, "list", omit=("model",))
-    out, _ = listing.communicate(timeout=60)
-    assert listing.returncode == 0 and out.startswith(f"{settings.model}  v"), out
-    code, out = cli("models", "show", "999")
+    code, out = result(listing)
+    assert code == 0 and out.startswith(f"{settings.model}  v"), out
+    code, out = result(missing)
     assert code == 1 and "has no version 999; the store keeps v" in out
 
     code, out = cli("models", "reset", "--yes")

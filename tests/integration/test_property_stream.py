@@ -5,6 +5,7 @@ an in-process oracle's; both sides agree on what is invalid; the model stays fin
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import random
@@ -20,6 +21,10 @@ from kafka import KafkaProducer
 
 from consumers.learner import Learner
 from consumers.predictor import Predictor
+from stream_learner.config import Settings
+from stream_learner.observe.exposition import Exposition
+from stream_learner.observe.predict import HttpPredict
+from stream_learner.observe.server import HttpServer
 from tests.integration.helpers import (
     InThread,
     kafka_clients,
@@ -60,6 +65,30 @@ def encode(kind: str, body: Any, depth: int) -> bytes | None:
         return body  # type: ignore[no-any-return]
     text = json.dumps(body, allow_nan=True)  # NaN and Infinity literals on purpose
     return text.replace(json.dumps(DEEP), "[" * depth + "]" * depth).encode()
+
+
+def http_answers(settings: Settings, predictor: Predictor, stream: list[bytes | None]) -> dict[int, str]:
+    """Each message (but tombstones) POSTed to a running predictor's HTTP server: its offset ->
+    "ok" (a prediction, by the version served) or the 400's reason; no other answer."""
+    board = predictor.board
+    exposition = Exposition(board)
+    predict = HttpPredict(settings.model, settings.event_fields(), settings.event_limits(),
+                          lambda: predictor.serving)
+    out = {}
+    with HttpServer(board, exposition, host="127.0.0.1", port=0, predict=predict) as server:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        for offset, body in enumerate(stream):
+            if body is None:
+                continue
+            connection.request("POST", "/predict", body=body)
+            answer = connection.getresponse()
+            doc = json.loads(answer.read())
+            assert answer.status in (200, 400), (answer.status, doc)
+            if answer.status == 200:
+                assert doc["model_version"] == predictor.version and doc["mode"] == "frozen"
+            out[offset] = "ok" if answer.status == 200 else doc["reason"]
+        connection.close()
+    return out
 
 
 def produce_at(bootstrap: str, topic: str, values: list[bytes | None], base_ms: int) -> None:
@@ -113,6 +142,7 @@ def test_any_json_in_any_field_at_a_running_learner_and_predictor(
 
     wait_for("the predictor to answer every message", served_all, timeout=120)
     learner.stop()
+    over_http = http_answers(serving, predictor.component, stream)  # type: ignore[arg-type]
     predictor.stop()
 
     state, expected = oracle(stream, learning.events_topic, [base_ms + i for i in range(len(stream))])
@@ -131,6 +161,10 @@ def test_any_json_in_any_field_at_a_running_learner_and_predictor(
         else:  # a frozen predictor neither learns nor checks classes: it refuses what the decoder does
             decoding = {o: r for o, r in expected.items() if r not in ("model_error", "new_class")}
             assert {o: r for o, r in reasons.items() if r != "model_error"} == decoding
+            # POST /predict refuses what the events topic does, for the same reasons.
+            assert {o: r for o, r in over_http.items() if r not in ("model_error", "ok")} == {
+                o: r for o, r in decoding.items() if stream[o] is not None}
+            assert {o for o, r in over_http.items() if r == "ok"} <= set(predicted)
     meta = latest_meta(learning)
     assert meta is not None and meta.learned == state.learned
     weights = state.model["LogisticRegression"].weights

@@ -32,7 +32,9 @@ class StreamTwin:
     def cursor(self) -> Cursor:
         return Cursor(dict(self.offsets), sum(self.offsets.values()), {}, seq=sum(self.offsets.values()))
 
-    def saved(self, plan: Plan, meta: CheckpointMeta, payload: bytes | None) -> None:
+    def saved(self, plan: Plan, meta: CheckpointMeta, payload: bytes | None, *, nbytes: int,
+              pause_s: float) -> None:
+        assert nbytes > 0 and pause_s >= 0
         self.saves.append((plan, meta, payload))
 
 
@@ -45,13 +47,14 @@ class FlakyStore(MemoryStore):
         self.fail = 0
         self.lands = False
 
-    def save(self, model: str, version: int, record: Record, token: int, keep: int) -> None:
+    def save(self, model: str, version: int, record: Record, token: int, keep: int, *,
+             serve: bool = True, reclaim: bool = False) -> None:
         if self.fail:
             self.fail -= 1
             if self.lands:
-                super().save(model, version, record, token, keep)
+                super().save(model, version, record, token, keep, serve=serve, reclaim=reclaim)
             raise StoreUnavailable("Redis timed out while saving")
-        super().save(model, version, record, token, keep)
+        super().save(model, version, record, token, keep, serve=serve, reclaim=reclaim)
 
 
 def setup(store: MemoryStore | None = None) -> tuple[Checkpointer, StreamTwin, MemoryProducer, MemoryStore]:

@@ -84,8 +84,8 @@ def test_prediction_names_the_model_version() -> None:
     prediction = Prediction(event, True, {True: 0.91, False: 0.09}, learned=7, x={})
     doc = json.loads(encode_prediction(prediction, model="fraud", version=42, mode="learn"))
     assert doc == {"id": "e-1", "key": "k", "prediction": True, "proba": {"true": 0.91, "false": 0.09},
-                   "model": "fraud", "model_version": 42, "learned": 7, "mode": "learn",
-                   "source": "events/2/41", "ts": 1764086400.5}
+                   "model": "fraud", "model_version": 42, "variant": "champion", "learned": 7,
+                   "mode": "learn", "source": "events/2/41", "ts": 1764086400.5}
 
 
 BIG = "1" * 401

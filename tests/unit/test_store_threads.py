@@ -14,6 +14,7 @@ from stream_learner.checkpoint import CheckpointMeta, seal_record
 from stream_learner.config import Settings
 from stream_learner.engine import ModelState
 from stream_learner.errors import CheckpointError, StoreUnavailable
+from stream_learner.state.base import Serving
 from stream_learner.state.memory import MemoryStore
 
 SETTINGS = Settings(model="m", hmac_key="k")
@@ -31,9 +32,9 @@ class Flaky(MemoryStore):
         if self.faults:
             raise self.faults.pop(0)
 
-    def latest_version(self, model: str) -> int:
+    def served(self, model: str) -> Serving:  # what the predictor's reloader asks
         self._fault()
-        return super().latest_version(model)
+        return super().served(model)
 
     def renew(self, model: str, token: int, ttl: float, owner: str = "") -> None:
         self._fault()
