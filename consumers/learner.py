@@ -110,7 +110,7 @@ class Learner:
     def run(self, stop: threading.Event) -> None:
         s = self.settings
         with (InstanceSlot(s) as slot,
-              WriterLease(self.store, s.model, ttl=s.lease_ttl, owner=slot.id) as lease):
+              WriterLease(self.store.clone(), s.model, ttl=s.lease_ttl, owner=slot.id) as lease):
             self.owner = slot.id
             self.board.set(instance=slot.id, lease_held=False)
             if lease.wait_for(stop, beat=self.board.beat):
@@ -127,7 +127,7 @@ class Learner:
                                    author=Author(s.model, "learn", self.owner), max_bytes=limit)
         self.checkpoints = Checkpointer(s, self.store, self, publisher=self.publisher, token=lease.token,
                                         resumed=meta)
-        self.steering = Steering(s, self.store, self.publisher, self.board)
+        self.steering = Steering(s, self.store.clone(), self.publisher, self.board)
         if s.publish_gate:
             self.checkpoints.gate = PublishGate(s, self.store, state.task)
         self.outbox = Outbox(s, self.publisher, self.guard, self.board)

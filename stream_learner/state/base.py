@@ -60,6 +60,11 @@ class ModelStore(Protocol):
     # Whether another process (a forked checkpoint writer) sees the same store.
     shared: bool
 
+    def clone(self) -> ModelStore:
+        """The same store through connections of its own, made without network I/O. A call that
+        times out drops its connection, and a new one must greet the server before its command:
+        the checkpoints' connection is kept from the timeouts of the lease and steering."""
+
     def acquire(self, model: str, ttl: float, owner: str = "") -> int | None:
         """Take the writer lease if it is free or already ``owner``'s (a restart of the same
         instance): a new fencing token, else None."""

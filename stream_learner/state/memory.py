@@ -38,6 +38,9 @@ class MemoryStore:
         owner, expires = self.leases.get(model, ("", 0.0))
         return owner if expires > time.monotonic() else None
 
+    def clone(self) -> MemoryStore:
+        return self  # its data lives in this object
+
     def acquire(self, model: str, ttl: float, owner: str = "") -> int | None:
         if self._holder(model) not in (None, owner):
             return None

@@ -133,6 +133,10 @@ class RedisStore:
         return cls(settings.redis_url, settings.key_prefix, socket_timeout=timeout,
                    socket_connect_timeout=min(timeout, 5.0))
 
+    def clone(self) -> RedisStore:
+        return RedisStore(self._url, self._prefix, chunk_bytes=self._chunk, max_bytes=self._max,
+                          **self._options)
+
     @property
     def client(self) -> redis.Redis:
         if self._client is None:
