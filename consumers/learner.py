@@ -31,17 +31,17 @@ from consumers.kafka_io import Poller, Publisher, source_of
 from consumers.lease import WriterLease
 from consumers.ordering import EventTimeMerge
 from consumers.outbox import Outbox
-from consumers.progress import BudgetReport, Progress
+from consumers.progress import BudgetReport, Progress, refresh
 from consumers.publish_gate import PublishGate
 from consumers.replay import ReplayGuard
 from consumers.resume import configure, load_latest, output_positions, sent_after
-from consumers.rewind import Rewind, Rewinder
+from consumers.rewind import Rewind, Rewinder, follows_on
 from consumers.steering import Steering
 from consumers.step import RecordStep
 from stream_learner.checkpoint import CheckpointMeta, read_offsets
 from stream_learner.config import Settings
 from stream_learner.engine import Engine, ModelState
-from stream_learner.errors import InvalidEvent, ModelBroken
+from stream_learner.errors import InvalidEvent
 from stream_learner.events import Partition
 from stream_learner.observe.board import Board
 from stream_learner.state.base import ModelStore
@@ -211,12 +211,7 @@ class Learner:
         board.batch(events=self.events, predicted=self.predicted, learned=state.learned,
                     dead_letters=self.letters.counts, version=self.checkpoints.version)
         if board.due():
-            pending = None if state.pending is None else len(state.pending.entries)
-            challengers = {name: {"spec": c.spec, "learned": c.learned, "metrics": c.metrics.report(),
-                                  "error": c.error} for name, c in state.challengers.items()}
-            board.refresh(metrics=state.metrics.report(), lags=self.consumer.lags(), pending_labels=pending,
-                          challengers=challengers)
-            board.set(spec=state.spec, learned_total=state.learned)
+            refresh(board, state, self.consumer.lags())
         if progress.due():
             progress.report(board.snapshot(), learned=state.learned)
 
@@ -263,17 +258,13 @@ class Learner:
         self.checkpoints.since += 1
 
     def check_model(self) -> None:
-        """A model that has never learned an event and raised on ``--max-model-errors`` in a row
-        has a broken spec: checkpoint (a restart goes on past these events), then stop. A model
-        that has learned is not stopped by any events: they are the events' fault."""
+        """Stop on a broken spec (``Rewinder.broken``), checkpointed first: a restart goes on
+        past these events."""
         assert self.checkpoints is not None
-        errors = self.rewinds.model_errors
-        if errors < self.settings.max_model_errors or self.state.learned:
-            return
-        self.checkpoints.write("stopping: the model cannot learn", force=True)
-        raise ModelBroken(
-            f"--model-spec {self.settings.model_spec!r}: the model raised on {errors} events in a "
-            f"row and has learned none (--max-model-errors); the first: {self.rewinds.first_model_error}")
+        broken = self.rewinds.broken(self.settings, learned=self.state.learned)
+        if broken is not None:
+            self.checkpoints.write("stopping: the model cannot learn", force=True)
+            raise broken
 
     def keep_rewind_point(self) -> None:
         """A snapshot in memory of the state as it is now, as the point the next rewind goes to."""
@@ -296,7 +287,7 @@ class Learner:
             self.restore(*load_latest(self.settings, self.store, logged=False))
         self.checkpoints.since = point.since
         handled.restart_at(point.seq)
-        if replay is not None and self.follows_on([*replay, *self.merge.heads()]):
+        if replay is not None and follows_on([*replay, *self.merge.heads()], self.offsets, self.first_seen):
             self.merge.push_front(replay)
             return
         self.merge.clear()
@@ -304,18 +295,6 @@ class Learner:
             offset = self.offsets.get(partition, self.first_seen.get(partition))
             if offset is not None:
                 self.consumer.seek(partition, offset)
-
-    def follows_on(self, records: list[Record]) -> bool:
-        """Whether ``records`` go on, in each partition, exactly where the state's offsets end."""
-        expected: dict[Partition, int | None] = {}
-        for record in records:
-            key = (record.topic() or "", record.partition() or 0)
-            if key not in expected:
-                expected[key] = self.offsets.get(key, self.first_seen.get(key))
-            if record.offset() != expected[key]:
-                return False
-            expected[key] = (record.offset() or 0) + 1
-        return True
 
     def on_assign(self, partitions: list[Partition]) -> dict[Partition, int]:
         """Start each assigned partition at the checkpoint's offset (the others at

@@ -14,7 +14,9 @@ import time
 from typing import Any
 
 from stream_learner.budget import FeatureBudget
-from stream_learner.observe.board import Snapshot
+from stream_learner.engine import ModelState
+from stream_learner.events import Partition
+from stream_learner.observe.board import Board, Snapshot
 
 log = logging.getLogger("stream_learner.learner")
 
@@ -70,3 +72,14 @@ class BudgetReport:
             log.warning("the feature budget is spent (--max-features %d): %d features dropped from "
                         "events so far; new features are not learned", budget.max_features, budget.refused)
             self.reported, self.at = budget.refused, now
+
+
+def refresh(board: Board, state: ModelState, lags: dict[Partition, int | None]) -> None:
+    """The board's figures that cost more than a batch's counts: metrics, lags, pending labels
+    and the challengers'."""
+    pending = None if state.pending is None else len(state.pending.entries)
+    challengers = {name: {"spec": c.spec, "learned": c.learned, "metrics": c.metrics.report(),
+                          "error": c.error} for name, c in state.challengers.items()}
+    board.refresh(metrics=state.metrics.report(), lags=lags, pending_labels=pending,
+                  challengers=challengers)
+    board.set(spec=state.spec, learned_total=state.learned)

@@ -22,11 +22,14 @@ memory and replayed from there: seeking back would wait for a fetch (~0.1 s) per
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from consumers.clients.base import Record
 from stream_learner.checkpoint import CheckpointMeta
-from stream_learner.errors import InvalidEvent
+from stream_learner.config import Settings
+from stream_learner.errors import InvalidEvent, ModelBroken
 from stream_learner.events import Partition
 
 MAX_BYTES = 64 * 1024 * 1024
@@ -96,6 +99,16 @@ class Rewinder:
         self.poisoned = {(t, p, o): e for (t, p, o), e in self.poisoned.items()
                          if o >= offsets.get((t, p), 0)}
 
+    def broken(self, settings: Settings, *, learned: int) -> ModelBroken | None:
+        """A model that has never learned an event and raised on ``--max-model-errors`` in a
+        row has a broken spec. A model that has learned is not stopped by any events: they are
+        the events' fault."""
+        if self.model_errors < settings.max_model_errors or learned:
+            return None
+        return ModelBroken(
+            f"--model-spec {settings.model_spec!r}: the model raised on {self.model_errors} events "
+            f"in a row and has learned none (--max-model-errors); the first: {self.first_model_error}")
+
 
 class Handled:
     """The records handled since the rewind point, in order, bounded by ``max_bytes``."""
@@ -148,3 +161,18 @@ class Handled:
 def _size(record: Any) -> int:
     value = record.value() if hasattr(record, "value") else record
     return len(value or b"") + 64
+
+
+def follows_on(records: list[Record], offsets: Mapping[Partition, int],
+               first_seen: Mapping[Partition, int]) -> bool:
+    """Whether ``records`` go on, in each partition, exactly where ``offsets`` (else
+    ``first_seen``) end."""
+    expected: dict[Partition, int | None] = {}
+    for record in records:
+        key = (record.topic() or "", record.partition() or 0)
+        if key not in expected:
+            expected[key] = offsets.get(key, first_seen.get(key))
+        if record.offset() != expected[key]:
+            return False
+        expected[key] = (record.offset() or 0) + 1
+    return True
