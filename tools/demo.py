@@ -30,6 +30,7 @@ from tools.localstack import HOST, DevStack, StackError
 from tools.service import service_env, spawn
 
 CLOSE_S = 5.0  # for the records in flight when the demo stops
+CHALLENGER = "tree=tree.HoeffdingTreeClassifier()"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,8 +76,10 @@ def stream(args: argparse.Namespace, stack: DevStack, processes: list[subprocess
     common = {"bootstrap_servers": bootstrap, "redis_url": redis_url, "hmac_key": secrets.token_hex(16),
               "model": run, "events_topic": f"{run}.events", "dead_letter_topic": f"{run}.dlq",
               "checkpoint_every": 1000, "checkpoint_interval": 1}
+    # A challenger and a drift detector, so that the dashboard shows the model's lifecycle too.
     learner_env = service_env({**common, "predictions_topic": f"{run}.predictions",
-                               "http_port": args.http_port})
+                               "http_port": args.http_port, "challengers": (CHALLENGER,),
+                               "drift_detector": "drift.ADWIN()"})
     serve_env = service_env({**common, "predictions_topic": f"{run}.predictions.frozen",
                              "wait_for_model": 120, "http_port": args.http_port + 1})
     logs = stack.directory / run
