@@ -14,8 +14,8 @@ replays without that event, as the learner rewinds.
 later, in the order of ``river.stream.simulate_qa(delay=D)`` (and of ``stream-learner produce
 --label-delay D``): the figures are then those of ``progressive_val_score(..., delay=D)``.
 
->>> board = backtest([(b'{"x": {"a": 1.0}, "y": true}', Source("f", 0, 1)), (b'{"x": NaN}', Source("f", 0, 2))],
-...                  Settings(), {"lr": "linear_model.LogisticRegression()"})
+>>> records = [(b'{"x": {"a": 1.0}, "y": true}', Source("f", 0, 1)), (b'{"x": NaN}', Source("f", 0, 2))]
+>>> board = backtest(records, Settings(), {"lr": "linear_model.LogisticRegression()"})
 >>> entry = board.entries[0]
 >>> entry.name, entry.events, entry.learned, entry.dead_letters
 ('lr', 2, 1, {'non_finite': 1})
@@ -94,6 +94,26 @@ class Leaderboard:
     rank_by: str
     bigger_is_better: bool
     entries: list[Entry] = field(default_factory=list)
+
+    def table(self) -> str:
+        """The leaderboard as a text table: the cumulative metrics (and the rolling one ranked by),
+        learned events, dead letters, events/s and the pickled model's size."""
+        names = [type(m).__name__ for m in default_metrics(self.task)]
+        if self.rank_by not in names:
+            names.append(self.rank_by)
+        head = ["rank", "candidate", *names, "learned", "dead letters", "events/s", "model size"]
+        rows = [head]
+        for e in self.entries:
+            shown = ["-" if e.metrics.get(n) is None else f"{e.metrics[n]:.4f}" for n in names]
+            rows.append([str(e.rank), e.name, *shown, str(e.learned), str(sum(e.dead_letters.values())),
+                         f"{e.events_per_s:,.0f}", _size(e.model_bytes)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+        order = "higher" if self.bigger_is_better else "lower"
+        notes = [f"ranked by {self.rank_by} ({order} is better)"]
+        notes += [f"{e.name} stopped: {e.error}" for e in self.entries if e.error]
+        return "\n".join([*lines, *notes])
 
     def as_dict(self) -> dict[str, Any]:
         return {"task": self.task, "rank_by": self.rank_by, "bigger_is_better": self.bigger_is_better,
@@ -200,6 +220,16 @@ class Candidate:
         return Entry(self.name, state.spec, metrics, events, state.learned, state.metrics.updates,
                      dict(sorted(self.dead_letters.items())), labels, self.seconds + decode_seconds,
                      len(pickle.dumps(state.model, protocol=pickle.HIGHEST_PROTOCOL)), self.error)
+
+
+def _size(nbytes: int) -> str:
+    """``1562`` -> ``1.5 KiB``."""
+    size = float(nbytes)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"  # pragma: no cover
 
 
 def _value(value: Any) -> float | None:

@@ -85,7 +85,7 @@ def test_without_delay_every_candidate_equals_progressive_val_score() -> None:
     sizes = {e.name: e.model_bytes for e in board.entries}
     assert sizes["lr"] == len(pickle.dumps(trained, protocol=pickle.HIGHEST_PROTOCOL))
     assert sizes["tree"] > 50 * sizes["lr"]
-    accuracies = [e.metrics["Accuracy"] for e in board.entries]
+    accuracies = [float(e.metrics["Accuracy"] or 0) for e in board.entries]
     assert board.rank_by == "Accuracy" and board.bigger_is_better
     assert accuracies == sorted(accuracies, reverse=True) and accuracies[0] > accuracies[-1]
     assert [e.rank for e in board.entries] == [1, 2, 3]
@@ -115,7 +115,7 @@ def test_with_a_delay_every_candidate_equals_simulate_qa(delay: int) -> None:
 
 def test_ranking_respects_smaller_is_better() -> None:
     board = backtest(phishing_records(), Settings(), CANDIDATES, rank_by="LogLoss")
-    losses = [e.metrics["LogLoss"] for e in board.entries]
+    losses = [float(e.metrics["LogLoss"] or 0) for e in board.entries]
     assert not board.bigger_is_better and losses == sorted(losses) and losses[0] < losses[-1]
     regression = [(json.dumps({"x": {"a": float(i % 7)}, "y": 2.0 * (i % 7)}).encode(), Source("r", 0, i))
                   for i in range(300)]
@@ -166,8 +166,10 @@ def learner_on_twins(settings: Settings, values: list[bytes | None]) -> Any:
 
     def handled() -> bool:
         assert not failed, failed
-        return bool(store.versions("m")) and open_record(store.load("m"), settings.signing_keys(), False,
-                                                         settings.trusted_packages()).meta.events >= len(values)
+        if not store.versions("m"):
+            return False
+        return open_record(store.load("m"), settings.signing_keys(), False,
+                           settings.trusted_packages()).meta.events >= len(values)
 
     try:
         wait_for("the learner to handle every record", handled)
