@@ -166,7 +166,7 @@ def test_a_jsonl_file_through_the_cli_as_a_process(
     expected = figures(backtest(records, Settings(), CANDIDATES).as_dict())
     assert figures(board) == expected
     assert {c["name"]: c["dead_letters"] for c in board["candidates"]} == \
-        dict.fromkeys(CANDIDATES, {"invalid_json": 1, "new_class": 1, "non_finite": 1})
+        {name: {"invalid_json": 1, "new_class": 1, "non_finite": 1} for name in CANDIDATES}
 
     proc = spawn("evaluate", settings, "--file", str(path))
     table, _ = proc.communicate(timeout=120)
@@ -175,9 +175,10 @@ def test_a_jsonl_file_through_the_cli_as_a_process(
 
 
 @pytest.mark.parametrize(("extra", "code", "line"), [
-    (("--file", "{tmp}/missing.jsonl"), 2, "stream-learner evaluate: --file {tmp}/missing.jsonl: no such file"),
+    (("--file", "{tmp}/missing.jsonl"), 2,
+     "stream-learner evaluate: --file {tmp}/missing.jsonl: no such file"),
     (("--file", "{tmp}/events.jsonl", "--candidate", "bad=os.system('id')"), 2,
-     "stream-learner evaluate: --candidate bad: 'os' is not a River module (spec \"os.system('id')\")"),
+     """stream-learner evaluate: --candidate bad: 'os' is not a River module (spec "os.system('id')")"""),
     (("--from-time", "2025-11-25T16:00:10Z", "--to-time", "2025-11-25T16:00:00Z"), 2,
      "stream-learner evaluate: --to-time 2025-11-25T16:00:00Z: before --from-time 2025-11-25T16:00:10Z"),
     (("--from-time", "yesterday"), 2,
