@@ -36,6 +36,7 @@ COMMANDS = {
     "learn": "Consume events, predict, publish, learn, checkpoint (one learner per model).",
     "serve": "Frozen predictor: load a checkpoint, predict and publish, hot-reload new versions.",
     "produce": "Replay a bundled River dataset or a JSONL file into the events topic.",
+    "evaluate": "Backtest candidate specs on a topic range or a JSONL file: a leaderboard.",
     "models": "The models in the store: their versions and history; promote, serve, roll back, tag, "
               "export, import or reset one.",
 }
@@ -62,7 +63,7 @@ MODEL_ACTIONS = {
     "export": "VERSION to a signed --file", "import": "a --file as the next version",
     "reset": "delete every version (--yes)",
 }
-COMMAND_ARGS = {"models": "ACTION [VERSION] ",
+COMMAND_ARGS = {"models": "ACTION [VERSION] ", "evaluate": "--candidate NAME=SPEC ... ",
                 "produce": "(--dataset NAME | --file FILE) "}
 
 
@@ -124,6 +125,8 @@ def _add_command_options(command: str, p: argparse.ArgumentParser) -> None:
         data.add_argument("--label-delay", type=int, metavar="D",
                           help="Send each label to --labels-topic D events after its event (which goes "
                                "without it), as river.stream.simulate_qa(delay=D) orders them.")
+    if command == "evaluate":
+        _add_evaluate_options(p)
     if command == "models":
         p.add_argument("action", choices=list(MODEL_ACTIONS), metavar="ACTION",
                        help="; ".join(f"{a}: {h}" for a, h in MODEL_ACTIONS.items()))
@@ -139,6 +142,22 @@ def _add_command_options(command: str, p: argparse.ArgumentParser) -> None:
         what.add_argument("--file", metavar="FILE", help="The file to export to or import from.")
         what.add_argument("--reason", metavar="TEXT", help="Why, for the history.")
         what.add_argument("--yes", action="store_true", help="Confirm a reset.")
+
+
+def _add_evaluate_options(p: argparse.ArgumentParser) -> None:
+    data = p.add_argument_group("what to replay (docs/backtests.md)")
+    data.add_argument("--file", type=Path, help="JSONL file, one event per line (instead of --events-topic).")
+    data.add_argument("--from-offset", metavar="N|P:N,...",
+                      help="First offset, of every partition or of each named one (default: the start).")
+    data.add_argument("--to-offset", metavar="N|P:N,...", help="End offset, excluded (default: where each "
+                      "partition ends when the read starts).")
+    data.add_argument("--from-time", metavar="TIME", help="First record time, ISO-8601 (UTC unless it says) "
+                      "or epoch ms: from Kafka's offsets-for-times.")
+    data.add_argument("--to-time", metavar="TIME", help="End time, excluded.")
+    out = p.add_argument_group("the leaderboard")
+    out.add_argument("--rank-by", default="", metavar="METRIC", help="Metric to rank by, e.g. LogLoss or "
+                     "Accuracy@1000 (default: the task's first, Accuracy or MAE).")
+    out.add_argument("--format", choices=["table", "json"], default="table", help="A table, or JSON.")
 
 
 def _version() -> str:
@@ -457,6 +476,32 @@ def _report(path: Path, problems: list[str], what: str) -> None:
         print(f"--file {path}: ... {len(problems) - SHOWN_LINES} more {what}", file=sys.stderr)
 
 
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from stream_learner.backtest import Item, backtest, check_candidates, jsonl_records, rank_metric
+
+    candidates = settings.candidate_specs()
+    rank_metric(check_candidates(candidates, settings), args.rank_by, settings.rolling_window)  # before I/O
+    ranged = [f for f in ("from_offset", "to_offset", "from_time", "to_time") if getattr(args, f)]
+    records: Iterator[Item]
+    if args.file is not None:
+        if ranged:
+            raise ConfigError(f"--{ranged[0].replace('_', '-')}: a range of a topic, not of --file")
+        if not args.file.is_file():
+            raise ConfigError(f"--file {args.file}: no such file")
+        records = jsonl_records(args.file)
+    else:
+        from consumers.replay_range import make_bounds, read_range
+
+        bounds = make_bounds(args.from_offset, args.to_offset, args.from_time, args.to_time)
+        records = read_range(_clients(settings), settings, bounds)
+    board = backtest(records, settings, candidates, labels_delay=settings.labels_delay, rank_by=args.rank_by)
+    if args.format == "json":
+        print(json.dumps(board.as_dict(), indent=2))
+    else:
+        print(board.table())
+    return 0
+
+
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     from stream_learner.model_admin import run
 
@@ -468,7 +513,8 @@ def _model_given(settings: Settings, args: argparse.Namespace) -> bool:
             or settings.model != Settings().model)
 
 
-_COMMANDS = {"learn": cmd_learn, "serve": cmd_serve, "produce": cmd_produce, "models": cmd_models}
+_COMMANDS = {"learn": cmd_learn, "serve": cmd_serve, "produce": cmd_produce, "models": cmd_models,
+             "evaluate": cmd_evaluate}
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from stream_learner.errors import ConfigError
 from stream_learner.events import FieldNames, Limits
 
 ENV_PREFIX = "STREAM_LEARNER_"
-KAFKA_MODES = "learn serve produce"
+KAFKA_MODES = "learn serve produce evaluate"
 REDIS_MODES = "learn serve models"
 
 TASKS = ("auto", "binary", "multiclass", "regression")
@@ -74,21 +74,21 @@ class Settings:
                                   "counts and logs them, and writes none).",
                                   modes="learn serve")
     labels_topic: str = _opt("", "Topic of late labels {id, y} for events predicted earlier (empty: none).",
-                             modes="learn produce")
+                             modes="learn produce evaluate")
     label_ttl: float = _opt(7 * 86400.0, "Seconds of event time an unlabelled event waits for its label.",
-                            minimum=0.0, modes="learn")
+                            minimum=0.0, modes="learn evaluate")
     max_pending: int = _opt(100_000, "Most unlabelled events kept waiting; the oldest is evicted first.",
-                            minimum=1, modes="learn")
+                            minimum=1, modes="learn evaluate")
     max_pending_bytes: int = _opt(256 * 1024 * 1024, "Most bytes of features kept for events waiting "
                                   "for a label (they are checkpointed too); the oldest is evicted "
-                                  "first.", minimum=1024, modes="learn")
+                                  "first.", minimum=1024, modes="learn evaluate")
     default_label: str = _opt("", "JSON label learned when a waiting event expires (empty: drop it).",
-                              modes="learn")
+                              modes="learn evaluate")
     group_id: str = _opt("", "Consumer group; default stream-learner.<model>.<learn|serve>.",
                          modes="learn serve")
     connect_timeout: float = _opt(15.0, "Seconds to wait at start for a first answer from the Kafka "
                                   "brokers before giving up (once running, they are waited for).",
-                                  minimum=0.1, modes="learn serve produce")
+                                  minimum=0.1, modes="learn serve produce evaluate")
     start_from: str = _opt("earliest", "Where to start when no checkpoint or commit exists.",
                            choices=START_FROM, modes="learn serve")
     security_protocol: str = _opt("PLAINTEXT", "Kafka security protocol.", choices=SECURITY_PROTOCOLS,
@@ -110,21 +110,21 @@ class Settings:
 
     # What: the model
     model: str = _opt("default", "Model name: the store keeps its versions under this name.",
-                      modes=REDIS_MODES)
+                      modes=REDIS_MODES + " evaluate")
     model_spec: str = _opt(DEFAULT_SPEC, "River expression, or package.module:factory, building a "
-                           "fresh model (docs/models.md).", modes="learn")
+                           "fresh model (docs/models.md).", modes="learn evaluate")
     task: str = _opt("auto", "binary, multiclass or regression; auto infers it from the model.",
-                     choices=TASKS, modes="learn")
+                     choices=TASKS, modes="learn evaluate")
     rolling_window: int = _opt(1000, "Window of the rolling prequential metrics, in labelled events.",
-                               minimum=1, modes="learn")
+                               minimum=1, modes="learn evaluate")
     max_features: int = _opt(100_000, "The model's feature budget: distinct features (a string "
                              "feature counts once per value) it learns from; past it, new ones are "
-                             "dropped from events and counted.", minimum=1, modes="learn")
+                             "dropped from events and counted.", minimum=1, modes="learn evaluate")
     max_classes: int = _opt(1000, "Most classes a multiclass model learns; a label beyond them is "
-                            "dead-lettered (new_class).", minimum=2, modes="learn")
+                            "dead-lettered (new_class).", minimum=2, modes="learn evaluate")
     max_model_errors: int = _opt(100, "Consecutive events the model raises on before the learner "
                                  "stops: the spec is broken, not the events.", minimum=1,
-                                 modes="learn")
+                                 modes="learn evaluate")
     challengers: tuple[str, ...] = _opt(
         (), "A challenger NAME=SPEC: a model learning from the same events beside the champion, in "
         "the same checkpoint (repeatable; a list in TOML, a JSON list in the environment).",
@@ -156,27 +156,36 @@ class Settings:
                          "a fresh model of the champion's spec as a challenger.",
                          choices=("alert", "start-challenger"), modes="learn")
 
+    # Backtests
+    candidates: tuple[str, ...] = _opt(
+        (), "A candidate NAME=SPEC that evaluate replays the events through (repeatable; a list in "
+        "TOML, a JSON list in the environment; none: --model with --model-spec).",
+        modes="evaluate", flag="candidate")
+    labels_delay: int = _opt(0, "Hand each labelled event's label to the late-label join this many "
+                             "events later, as river.stream.simulate_qa(delay=D) does (0: at once).",
+                             minimum=0, modes="evaluate")
+
     # Event contract
-    id_field: str = _opt("id", "Event field holding the event id.", modes="learn serve produce")
-    key_field: str = _opt("key", "Event field holding the event key.", modes="learn serve produce")
+    id_field: str = _opt("id", "Event field holding the event id.", modes="learn serve produce evaluate")
+    key_field: str = _opt("key", "Event field holding the event key.", modes="learn serve produce evaluate")
     ts_field: str = _opt("ts", "Event field holding the event time (seconds).",
-                         modes="learn serve produce")
-    x_field: str = _opt("x", "Event field holding the features object.", modes="learn serve produce")
-    y_field: str = _opt("y", "Event field holding the label.", modes="learn serve produce")
+                         modes="learn serve produce evaluate")
+    x_field: str = _opt("x", "Event field holding the features object.", modes="learn serve produce evaluate")
+    y_field: str = _opt("y", "Event field holding the label.", modes="learn serve produce evaluate")
     max_event_bytes: int = _opt(1024 * 1024, "Larger messages are dead-lettered unread.", minimum=64,
-                                modes="learn serve")
+                                modes="learn serve evaluate")
     max_abs_value: float = _opt(1e15, "Numbers (features, regression labels) beyond +/- this are "
                                 "dead-lettered: finite but huge values overflow a model's statistics.",
-                                minimum=1.0, maximum=1e18, modes="learn serve")
+                                minimum=1.0, maximum=1e18, modes="learn serve evaluate")
     max_event_features: int = _opt(1000, "Events with more features are dead-lettered.", minimum=1,
-                                   modes="learn serve")
+                                   modes="learn serve evaluate")
     max_string_chars: int = _opt(1024, "Longest id, key, feature name, string feature or label, in "
                                  "characters; longer ones are dead-lettered.", minimum=16,
-                                 modes="learn serve")
+                                 modes="learn serve evaluate")
     max_ts_ahead: float = _opt(3600.0, "Seconds an event's time may lie ahead of its Kafka timestamp; "
                                "further ahead it is dead-lettered, so that one event cannot move "
                                "event time (and expire the events waiting for labels).",
-                               minimum=0.0, modes="learn serve")
+                               minimum=0.0, modes="learn serve evaluate")
 
     # Checkpoints
     checkpoint_every: int = _opt(10_000, "Checkpoint after this many events.", minimum=1,
@@ -214,7 +223,7 @@ class Settings:
                                  minimum=0, modes="serve")
 
     # Consumer loop
-    max_poll_records: int = _opt(500, "Records per poll batch.", minimum=1, modes="learn serve")
+    max_poll_records: int = _opt(500, "Records per poll batch.", minimum=1, modes="learn serve evaluate")
     # At most the learner's poll timeout, so that the loop still renews its lease, checks its
     # timers and sees a stop as often as when it blocks.
     busy_poll_ms: float = _opt(0.0, "Milliseconds the loop keeps asking for records, without "
@@ -264,6 +273,10 @@ class Settings:
     def challenger_specs(self) -> dict[str, str]:
         """The challengers' specs by name, in the order given."""
         return dict(item.split("=", 1) for item in self.challengers)
+
+    def candidate_specs(self) -> dict[str, str]:
+        """The candidates' specs by name, in the order given; none: ``--model`` with its spec."""
+        return dict(item.split("=", 1) for item in self.candidates) or {self.model: self.model_spec}
 
     def consumer_group(self, mode: str) -> str:
         return self.group_id or f"stream-learner.{self.model}.{mode}"
@@ -320,6 +333,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "challengers and promotion": ("challengers", "shadow_topic", "promote_on", "promote_margin",
                                   "promote_min_events", "promote_window", "audit_topic"),
     "drift": ("drift_detector", "alerts_topic", "on_drift"),
+    "backtests": ("candidates", "labels_delay"),
     "events": ("id_field", "key_field", "ts_field", "x_field", "y_field", "max_event_bytes",
                "max_abs_value", "max_event_features", "max_string_chars", "max_ts_ahead"),
     "late labels": ("labels_topic", "label_ttl", "max_pending", "max_pending_bytes", "default_label"),
@@ -362,7 +376,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     kind: Any = type(f.default)
     if kind is tuple:
-        return _challengers(value, source)
+        return _challengers(value, source, "candidate" if f.name == "candidates" else "challenger")
     try:
         if kind is bool:
             out: Any = _BOOLEANS[str(value).strip().lower()]
@@ -396,7 +410,7 @@ def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
 CHALLENGER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def _challengers(value: Any, source: str) -> tuple[str, ...]:
+def _challengers(value: Any, source: str, what: str = "challenger") -> tuple[str, ...]:
     """``NAME=SPEC`` items, from a list (flags, TOML) or a JSON list (the environment); each name
     once, none ``champion``. The specs are tried when the learner starts (``check_spec``)."""
     if isinstance(value, str):
@@ -415,7 +429,7 @@ def _challengers(value: Any, source: str) -> tuple[str, ...]:
             raise ConfigError(f"{source}: expected NAME=SPEC (a name of letters, digits, '.', '_' "
                               f"and '-'), got {item!r}")
         if name in seen or name == "champion":
-            raise ConfigError(f"{source}: challenger name {name!r} is "
+            raise ConfigError(f"{source}: {what} name {name!r} is "
                               + ("given twice" if name in seen else "the champion's"))
         seen.add(name)
         out.append(f"{name}={spec}")

@@ -103,6 +103,13 @@ class Consumer(Protocol):
         """Partition -> the end offset of ``topic`` (none while it does not exist); ``flag``
         names the setting in errors."""
 
+    def start_offsets(self, topic: str, flag: str) -> dict[int, int]:
+        """Partition -> the first offset ``topic`` still holds (its log start)."""
+
+    def offsets_for_time(self, topic: str, timestamp_ms: int, flag: str) -> dict[int, int]:
+        """Partition -> the first offset of ``topic`` whose timestamp is at least
+        ``timestamp_ms`` (Kafka's offsets-for-times), or the partition's end offset when none is."""
+
     def lags(self) -> dict[Partition, int | None]:
         """Records not read yet in each assigned partition, from what the last fetches said (no
         request to the broker); None while a partition's end is not known yet."""

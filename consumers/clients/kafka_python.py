@@ -294,6 +294,26 @@ class KpConsumer:
             raise StreamLearnerError(f"{flag} {topic}: {exc}") from None
         return {tp.partition: offset for tp, offset in ends.items()}
 
+    def _partitions(self, topic: str) -> list[TopicPartition]:
+        return [TopicPartition(topic, p) for p in sorted(self.consumer.partitions_for_topic(topic) or ())]
+
+    def start_offsets(self, topic: str, flag: str) -> dict[int, int]:
+        try:
+            starts = self.consumer.beginning_offsets(self._partitions(topic), timeout_ms=BROKER_WAIT_MS)
+        except kafka_errors.KafkaError as exc:
+            raise StreamLearnerError(f"{flag} {topic}: {exc}") from None
+        return {tp.partition: offset for tp, offset in starts.items()}
+
+    def offsets_for_time(self, topic: str, timestamp_ms: int, flag: str) -> dict[int, int]:
+        try:
+            partitions = self._partitions(topic)
+            found = self.consumer.offsets_for_times(dict.fromkeys(partitions, timestamp_ms),
+                                                    timeout_ms=BROKER_WAIT_MS)
+            ends = self.consumer.end_offsets(partitions, timeout_ms=BROKER_WAIT_MS)
+        except kafka_errors.KafkaError as exc:
+            raise StreamLearnerError(f"{flag} {topic}: {exc}") from None
+        return {tp.partition: ends[tp] if found.get(tp) is None else found[tp].offset for tp in partitions}
+
     def lags(self) -> dict[Partition, int | None]:
         consumer, out = self.consumer, {}
         for tp in consumer.assignment():

@@ -281,6 +281,30 @@ def _topic_ends(reader: rdkafka.Consumer, topic: str, flag: str) -> dict[int, in
         raise StreamLearnerError(f"{flag} {topic}: {exc.args[0].str()}") from None
 
 
+def _topic_starts(reader: rdkafka.Consumer, topic: str, flag: str) -> dict[int, int]:
+    """Partition -> the first offset ``topic`` still holds."""
+    try:
+        found = reader.list_topics(topic, timeout=BROKER_WAIT_S).topics[topic]
+        return {p: reader.get_watermark_offsets(rdkafka.TopicPartition(topic, p), timeout=BROKER_WAIT_S)[0]
+                for p in sorted(found.partitions)}
+    except rdkafka.KafkaException as exc:
+        raise StreamLearnerError(f"{flag} {topic}: {exc.args[0].str()}") from None
+
+
+def _offsets_for_time(reader: rdkafka.Consumer, topic: str, timestamp_ms: int, flag: str) -> dict[int, int]:
+    """Partition -> the first offset at or after ``timestamp_ms``, or the end offset."""
+    ends = _topic_ends(reader, topic, flag)
+    try:
+        found = reader.offsets_for_times([rdkafka.TopicPartition(topic, p, timestamp_ms) for p in ends],
+                                         timeout=BROKER_WAIT_S)
+    except rdkafka.KafkaException as exc:
+        raise StreamLearnerError(f"{flag} {topic}: {exc.args[0].str()}") from None
+    for tp in found:
+        if tp.error is not None:
+            raise StreamLearnerError(f"{flag} {topic}: {tp.error.str()}")
+    return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition] for tp in found}
+
+
 class RdConsumer:
     """librdkafka's consumer as a ``clients.base.Consumer``."""
 
@@ -321,6 +345,12 @@ class RdConsumer:
 
     def end_offsets(self, topic: str, flag: str) -> dict[int, int]:
         return _topic_ends(self.consumer, topic, flag)
+
+    def start_offsets(self, topic: str, flag: str) -> dict[int, int]:
+        return _topic_starts(self.consumer, topic, flag)
+
+    def offsets_for_time(self, topic: str, timestamp_ms: int, flag: str) -> dict[int, int]:
+        return _offsets_for_time(self.consumer, topic, timestamp_ms, flag)
 
     def lags(self) -> dict[Partition, int | None]:
         return _lags(self.consumer)

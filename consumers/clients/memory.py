@@ -173,6 +173,15 @@ class MemoryConsumer:
         """None while the topic does not exist, as with librdkafka's."""
         return {p: self.broker.end((topic, p)) for p in range(len(self.broker.topics.get(topic, [])))}
 
+    def start_offsets(self, topic: str, flag: str) -> dict[int, int]:
+        return dict.fromkeys(range(len(self.broker.topics.get(topic, []))), 0)
+
+    def offsets_for_time(self, topic: str, timestamp_ms: int, flag: str) -> dict[int, int]:
+        out = {}
+        for p, log in enumerate(self.broker.topics.get(topic, [])):
+            out[p] = next((r.offset_ for r in log if r.timestamp_ms >= timestamp_ms), len(log))
+        return out
+
     def lags(self) -> dict[Partition, int | None]:
         return {p: max(0, self.broker.end(p) - at) for p, at in self.positions.items()}
 
