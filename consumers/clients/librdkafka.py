@@ -273,19 +273,19 @@ def _lags(consumer: rdkafka.Consumer) -> dict[Partition, int | None]:
 
 def _topic_ends(reader: rdkafka.Consumer, topic: str, flag: str) -> dict[int, int]:
     """Partition -> end offset of ``topic`` (none while it does not exist)."""
-    try:
-        found = reader.list_topics(topic, timeout=BROKER_WAIT_S).topics[topic]
-        return {p: reader.get_watermark_offsets(rdkafka.TopicPartition(topic, p), timeout=BROKER_WAIT_S)[1]
-                for p in sorted(found.partitions)}
-    except rdkafka.KafkaException as exc:
-        raise StreamLearnerError(f"{flag} {topic}: {exc.args[0].str()}") from None
+    return _watermarks(reader, topic, flag, high=True)
 
 
 def _topic_starts(reader: rdkafka.Consumer, topic: str, flag: str) -> dict[int, int]:
     """Partition -> the first offset ``topic`` still holds."""
+    return _watermarks(reader, topic, flag, high=False)
+
+
+def _watermarks(reader: rdkafka.Consumer, topic: str, flag: str, *, high: bool) -> dict[int, int]:
     try:
         found = reader.list_topics(topic, timeout=BROKER_WAIT_S).topics[topic]
-        return {p: reader.get_watermark_offsets(rdkafka.TopicPartition(topic, p), timeout=BROKER_WAIT_S)[0]
+        return {p: reader.get_watermark_offsets(rdkafka.TopicPartition(topic, p),
+                                                timeout=BROKER_WAIT_S)[1 if high else 0]
                 for p in sorted(found.partitions)}
     except rdkafka.KafkaException as exc:
         raise StreamLearnerError(f"{flag} {topic}: {exc.args[0].str()}") from None
