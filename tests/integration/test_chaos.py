@@ -47,9 +47,9 @@ CRASH_POINTS = [("after_predict", 40, False), ("after_publish", 60, False), ("af
                 ("after_checkpoint", 1, False), ("in_revocation", 1, False)]
 
 
-# A restarted learner gets the killed one's partitions once its session expires: the shortest
-# one the local broker allows (2 s) keeps the restarts of these tests quick.
-SESSION_S = 2.0
+# A restarted learner gets the killed one's partitions once its session expires: a short one
+# (the local broker allows 2 s) keeps the restarts of these tests quick.
+SESSION_S = 4.0
 KILLS = 5  # at random moments, each of a learner that is learning
 # A challenger in the same checkpoint: exactly once holds for it as for the champion.
 SLOW = "preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.005))"
