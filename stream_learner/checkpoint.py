@@ -68,6 +68,7 @@ class CheckpointMeta:
     # name -> {spec, learned, learned_digest, metrics, error}: each challenger's figures
     challengers: dict[str, dict[str, Any]] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # promotions, operators' actions
+    keys: dict[str, int] = field(default_factory=dict)  # key scope: the partition's key figures
     spec: str = ""
     task: str = ""
     token: int = 0

@@ -219,13 +219,19 @@ def _freeze_heap() -> None:
 
 
 def cmd_learn(settings: Settings, _args: argparse.Namespace) -> int:
+    from consumers.key_learner import KeyLearner
     from consumers.learner import Learner
+    from stream_learner.state.keyed_redis import RedisKeyedStore
 
     _require_key(settings)
     _check_learn(settings)
     log.info("learn: settings %s", settings.redacted())
     clients = _clients(settings)
-    learner = Learner(settings, _store(settings), clients)
+    learner: Learner | KeyLearner
+    if settings.model_scope == "key":
+        learner = KeyLearner(settings, RedisKeyedStore.for_settings(settings), clients)
+    else:
+        learner = Learner(settings, _store(settings), clients)
     stop = _stop_on_signals()
     with _http(settings, learner.board):
         _freeze_heap()
@@ -241,6 +247,8 @@ def _check_learn(s: Settings) -> None:
     from stream_learner.promotion import metric_names
 
     task = infer_task(check_spec(s.model_spec, s.task), s.task)
+    if s.model_scope == "key":
+        _check_key_scope(s)
     for name, spec in s.challenger_specs().items():
         check_spec(spec, task, flag=f"--challenger {name}")
     if s.drift_detector:
@@ -261,6 +269,15 @@ def _check_learn(s: Settings) -> None:
             raise ConfigError(f"{flag} {topic}: the learner reads or writes it already; it needs a "
                               "topic of its own")
         used.add(topic)
+
+
+def _check_key_scope(s: Settings) -> None:
+    """What key scope does not do (docs/scaling.md): one line naming the first such flag."""
+    for flag, value in (("--challenger", s.challengers), ("--labels-topic", s.labels_topic),
+                        ("--drift-detector", s.drift_detector), ("--promote-on", s.promote_on),
+                        ("--publish-gate", s.publish_gate), ("--shadow-topic", s.shadow_topic)):
+        if value:
+            raise ConfigError(f"{flag}: not with --model-scope key (one model per key; docs/scaling.md)")
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:

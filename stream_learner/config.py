@@ -207,6 +207,19 @@ class Settings:
                               modes="learn")
     hmac_key: str = _opt("", "Secret key signing checkpoints (HMAC-SHA256). Required.", secret=True,
                          modes="learn serve models")
+    # Key scope
+    model_scope: str = _opt("global", "One model for the stream (global), or one per event key, "
+                            "owned by the partition the key's events are in (key: docs/scaling.md).",
+                            choices=("global", "key"), modes="learn serve")
+    key_prior: str = _opt("none", "What a key's model starts from: a fresh model (none), or a copy "
+                          "of its partition's prior, a model learning from every event of the "
+                          "partition (global).", choices=("none", "global"), modes="learn")
+    key_cache_size: int = _opt(10_000, "Key models kept in memory (the least recently used leave "
+                               "first; those changed since their checkpoint stay until it).",
+                               minimum=1, modes="learn serve")
+    key_ttl: float = _opt(0.0, "Seconds of record time after a key's latest event when its model "
+                          "expires: its next event starts a new one (0: never).", minimum=0.0,
+                          modes="learn")
     allow_version_mismatch: bool = _opt(
         False, "Load checkpoints written by another River or Python minor version (pickles may "
         "not be portable: test before you rely on it).", modes="learn serve models")
@@ -295,29 +308,34 @@ class Settings:
     def load(cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
              file: str | Path | None = None) -> Settings:
         """Merge the sources (flags > env > file > defaults) and validate every value."""
-        env = os.environ if env is None else env
-        raw: dict[str, tuple[Any, str]] = {}
-        if file:
-            for name, value in _read_toml(Path(file)).items():
-                raw[name] = (value, f"{file}: key {name!r}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        for var, value in env.items():
-            if var.startswith(ENV_PREFIX) and var != ENV_PREFIX + "CONFIG":
-                name = var[len(ENV_PREFIX):].lower()
-                if name not in known:
-                    raise ConfigError(f"{var}: unknown setting")
-                raw[name] = (value, var)
-        for name, value in (flags or {}).items():
-            if value is not None:
-                raw[name] = (value, flag_of(name))
-        values = {}
-        for f in dataclasses.fields(cls):
-            if f.name in raw:
-                value, source = raw.pop(f.name)
-                values[f.name] = _coerce(f, value, source)
-        for name, (_, source) in raw.items():
-            raise ConfigError(f"{source}: unknown setting {name!r}")
-        return cls(**values)
+        return cls(**_merged(flags, os.environ if env is None else env, file))
+
+
+def _merged(flags: Mapping[str, Any] | None, env: Mapping[str, str], file: str | Path | None
+            ) -> dict[str, Any]:
+    """The settings' values from their sources (flags > env > file), each validated."""
+    raw: dict[str, tuple[Any, str]] = {}
+    if file:
+        for name, value in _read_toml(Path(file)).items():
+            raw[name] = (value, f"{file}: key {name!r}")
+    known = {f.name for f in dataclasses.fields(Settings)}
+    for var, value in env.items():
+        if var.startswith(ENV_PREFIX) and var != ENV_PREFIX + "CONFIG":
+            name = var[len(ENV_PREFIX):].lower()
+            if name not in known:
+                raise ConfigError(f"{var}: unknown setting")
+            raw[name] = (value, var)
+    for name, value in (flags or {}).items():
+        if value is not None:
+            raw[name] = (value, flag_of(name))
+    values = {}
+    for f in dataclasses.fields(Settings):
+        if f.name in raw:
+            value, source = raw.pop(f.name)
+            values[f.name] = _coerce(f, value, source)
+    for name, (_, source) in raw.items():
+        raise ConfigError(f"{source}: unknown setting {name!r}")
+    return values
 
 
 # The groups of options in --help, in order.
@@ -333,6 +351,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "challengers and promotion": ("challengers", "shadow_topic", "promote_on", "promote_margin",
                                   "promote_min_events", "promote_window", "audit_topic"),
     "drift": ("drift_detector", "alerts_topic", "on_drift"),
+    "key scope": ("model_scope", "key_prior", "key_cache_size", "key_ttl"),
     "backtests": ("candidates", "labels_delay"),
     "events": ("id_field", "key_field", "ts_field", "x_field", "y_field", "max_event_bytes",
                "max_abs_value", "max_event_features", "max_string_chars", "max_ts_ahead"),

@@ -47,6 +47,35 @@ def id_hash(event_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "big")
 
 
+def admit_class(classes: list[Label], y: Label, max_classes: int) -> None:
+    """Add ``y`` (not among ``classes``) to them, or refuse it past ``max_classes``."""
+    if len(classes) >= max_classes:
+        shown = classes if len(classes) <= 10 else f"the {len(classes)} classes it knows"
+        raise InvalidEvent("new_class", f"label {y!r} is not one of {shown}")
+    classes.append(y)
+
+
+def predict_x(model: Any, x: dict[str, Any], *, classifier: bool
+              ) -> tuple[Label | None, dict[Any, float] | None]:
+    """The model's prediction (and a classifier's probabilities); ``model_error`` if it raises."""
+    try:
+        if classifier:
+            proba: dict[Any, float] = model.predict_proba_one(x)
+            # The argmax, as River's Classifier.predict_one takes it (first maximum wins).
+            return (max(proba, key=proba.__getitem__) if proba else None), proba
+        return model.predict_one(x), None
+    except Exception as exc:
+        raise InvalidEvent("model_error", f"predict failed: {type(exc).__name__}: {exc}") from exc
+
+
+def learn_x(model: Any, x: dict[str, Any], y: Label) -> None:
+    """``learn_one``; ``model_error`` if it raises (the model may be half-updated then)."""
+    try:
+        model.learn_one(x, y)
+    except Exception as exc:
+        raise InvalidEvent("model_error", f"learn failed: {type(exc).__name__}: {exc}") from exc
+
+
 @dataclass
 class ModelState:
     """Everything a checkpoint's signed payload holds besides the offsets."""
@@ -134,20 +163,11 @@ class Engine:
 
     def _check_class(self, y: Label) -> None:
         if y not in self._classes:
-            classes = self.state.classes
-            if len(classes) >= self._max_classes:
-                shown = classes if len(classes) <= 10 else f"the {len(classes)} classes it knows"
-                raise InvalidEvent("new_class", f"label {y!r} is not one of {shown}")
-            classes.append(y)
+            admit_class(self.state.classes, y, self._max_classes)
             self._classes.add(y)
 
     def _predict(self, x: dict[str, Any]) -> tuple[Label | None, dict[Any, float] | None]:
-        model: Any = self.state.model
-        if self._is_classifier:
-            proba: dict[Any, float] = model.predict_proba_one(x)
-            # The argmax, as River's Classifier.predict_one takes it (first maximum wins).
-            return (max(proba, key=proba.__getitem__) if proba else None), proba
-        return model.predict_one(x), None
+        return predict_x(self.state.model, x, classifier=self._is_classifier)
 
     def predict(self, event: Event) -> Prediction:
         """What the model says of ``event``, as it is now; the model does not change (a frozen
@@ -155,10 +175,7 @@ class Engine:
         self.check(event)
         state = self.state
         x = state.features.admit(event.x) if self.learns else state.features.restrict(event.x)
-        try:
-            y_pred, proba = self._predict(x)
-        except Exception as exc:
-            raise InvalidEvent("model_error", f"predict failed: {type(exc).__name__}: {exc}") from exc
+        y_pred, proba = self._predict(x)
         return Prediction(event, y_pred, proba, state.learned, x)
 
     def learn(self, prediction: Prediction) -> tuple[Shadow, ...]:
@@ -250,10 +267,7 @@ class Engine:
         self.alerts.append(Alert(drift, source, state.learned, started))
 
     def _learn(self, event_id: str, x: dict[str, Any], y: Label) -> None:
-        try:
-            self.state.model.learn_one(x, y)
-        except Exception as exc:
-            raise InvalidEvent("model_error", f"learn failed: {type(exc).__name__}: {exc}") from exc
+        learn_x(self.state.model, x, y)
         self.state.learned += 1
         self.state.digest = (self.state.digest + id_hash(event_id)) & _MASK
 

@@ -44,6 +44,8 @@ _OURS = {
     ("stream_learner.pending", "Waiting"),
     ("stream_learner.budget", "FeatureBudget"),
     ("stream_learner.drift", "DriftWatch"),
+    ("stream_learner.keyed", "KeyModel"),
+    ("stream_learner.keyed", "PartitionState"),
 }
 _FUNCTIONS = (types.FunctionType, types.BuiltinFunctionType)
 

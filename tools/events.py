@@ -39,3 +39,18 @@ def dataset_events(name: str, count: int, prefix: str = "e") -> list[tuple[str, 
     """``count`` labelled events of dataset ``name``, its rows repeated as often as it takes,
     the ids ``<prefix>-0`` onwards."""
     return event_bytes(itertools.islice(itertools.cycle(dataset_rows(name)), count), prefix)
+
+
+def keyed_event_bytes(rows: Iterable[Row], keys: int, prefix: str = "e", seed: int = 7
+                      ) -> list[tuple[str, str, bytes]]:
+    """(key, id, event) for each row, each event given one of ``keys`` keys (``k-<n>``) at
+    random (seeded), so that keys see different numbers of events in no pattern."""
+    import random
+
+    pick = random.Random(seed)
+    out = []
+    for i, (x, y) in enumerate(rows):
+        key = f"k-{pick.randrange(keys)}"
+        doc = {"id": f"{prefix}-{i}", "key": key, "x": x, "y": y}
+        out.append((key, doc["id"], json.dumps(doc, default=float).encode()))
+    return out
