@@ -68,6 +68,9 @@ class KeyedStore(Protocol):
     def key_count(self, model: str, partition: int) -> int:
         """Keys with a model in the store."""
 
+    def key_names(self, model: str, partition: int) -> list[str]:
+        """The keys with a model in the store, sorted."""
+
 
 def reaches_back(after: int, upto: int) -> bool:
     """Whether the changes from ``after`` to ``upto`` reach back past those kept."""

@@ -80,3 +80,6 @@ class MemoryKeyedStore:
 
     def key_count(self, model: str, partition: int) -> int:
         return len(self._part(model, partition).models)
+
+    def key_names(self, model: str, partition: int) -> list[str]:
+        return sorted(self._part(model, partition).models)

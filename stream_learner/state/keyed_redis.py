@@ -157,6 +157,11 @@ class RedisKeyedStore:
                                 self.client.hlen, self.key(model, partition, "models"))
         return count
 
+    def key_names(self, model: str, partition: int) -> list[str]:
+        found = self._call(f"listing the keys of partition {partition} of model {model}", self.client.hkeys,
+                           self.key(model, partition, "models"))
+        return sorted(k.decode() for k in found)
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

@@ -1,0 +1,194 @@
+"""Key scope on the real stack: a model per key, owned by partition, exactly once.
+
+The oracle: for every key, a River model trained in-process on that key's events alone, in the
+same order. The learners are real processes in one consumer group; they are SIGKILLed, paused
+past their partitions' ownership, joined by a third and left by it."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from river import linear_model, preprocessing
+
+from stream_learner.config import Settings
+from stream_learner.engine import id_hash
+from stream_learner.key_records import key_slot, open_key, open_partition
+from stream_learner.keyed import KeyModel, PartitionState
+from stream_learner.state.keyed_redis import RedisKeyedStore
+from tests.integration.helpers import make_settings, phishing, produce, read_all, wait_for
+from tests.integration.test_chaos import Feeder
+from tools.events import keyed_event_bytes
+from tools.localstack import KafkaBroker, RedisServer
+from tools.service import service_env, spawn, stop
+
+PARTITIONS = 3
+SESSION_S = 4.0  # a learner that stops heartbeating loses its partitions after this
+Stream = list[tuple[str, str, bytes]]  # (key, id, event)
+
+
+def key_settings(kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+                 topic: Callable[..., str], **overrides: Any) -> Settings:
+    return make_settings(kafka, redis_server, unique, events_topic=topic("events", partitions=PARTITIONS),
+                         model_scope="key", checkpoint_every=200, checkpoint_interval=0.3,
+                         session_timeout=SESSION_S, **overrides)
+
+
+def start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+    return spawn("learn", service_env(settings), stdout=log, append=True)
+
+
+def partitions(settings: Settings) -> dict[int, tuple[Any, PartitionState]]:
+    store = RedisKeyedStore.for_settings(settings)
+    out = {}
+    for p in range(PARTITIONS):
+        record = store.partition(settings.model, p)
+        if record is not None:
+            out[p] = open_partition(record, settings.signing_keys())
+    return out
+
+
+def covered(settings: Settings) -> int:
+    """Events the partitions' checkpoints cover."""
+    return sum(sum(meta.offsets.values()) for meta, _ in partitions(settings).values())
+
+
+def key_models(settings: Settings) -> dict[str, tuple[int, KeyModel]]:
+    """Every key's model in the store, with its partition."""
+    store = RedisKeyedStore.for_settings(settings)
+    out = {}
+    for p in range(PARTITIONS):
+        names = store.key_names(settings.model, p)
+        for name, blob in zip(names, store.key_models(settings.model, p, names), strict=True):
+            assert blob is not None
+            slot = key_slot(settings.model, p, name)
+            out[name] = (p, open_key(blob, slot=slot, keys=settings.signing_keys()))
+    return out
+
+
+def check_against_the_oracle(settings: Settings, stream: Stream, *, published: bool = True) -> None:
+    """Each key's model in the store learned each of its events once and equals River's model
+    of that key's events alone; with ``published``, each prediction equals River's too."""
+    models: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    digests: dict[str, int] = {}
+    probas: dict[str, dict[Any, float]] = {}
+    for key, event_id, raw in stream:
+        x, y = _parse(raw)
+        model = models.setdefault(key, preprocessing.StandardScaler() | linear_model.LogisticRegression())
+        probas[event_id] = {str(c).lower(): p for c, p in model.predict_proba_one(x).items()}
+        model.learn_one(x, y)
+        counts[key] = counts.get(key, 0) + 1
+        digests[key] = (digests.get(key, 0) + id_hash(event_id)) % 2**64
+    stored = key_models(settings)
+    assert set(stored) == set(models)
+    for key, (_, found) in stored.items():
+        assert (found.learned, found.digest) == (counts[key], digests[key]), key
+        assert found.model["LogisticRegression"].weights == models[key]["LogisticRegression"].weights
+    parts = partitions(settings)
+    assert sum(meta.learned for meta, _ in parts.values()) == len(stream)
+    if published:
+        sent = [m.json() for m in read_all(settings.bootstrap_servers, settings.predictions_topic)]
+        assert {doc["id"] for doc in sent} == set(probas)
+        # A prediction sent again after a crash is the same prediction.
+        assert [doc["proba"] for doc in sent] == [probas[doc["id"]] for doc in sent]
+
+
+def _parse(raw: bytes) -> tuple[dict[str, Any], Any]:
+    import json
+
+    doc = json.loads(raw)
+    return doc["x"], doc["y"]
+
+
+def test_every_keys_predictions_and_model_equal_rivers_on_that_keys_events_alone(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    settings = key_settings(kafka, redis_server, unique, topic, key_cache_size=8)
+    stream = keyed_event_bytes(phishing(), keys=25)
+    produce(kafka.bootstrap, settings.events_topic, [(k, raw) for k, _, raw in stream])
+    learner = start(settings, tmp_path / "learner.log")
+    try:
+        wait_for("every event checkpointed", lambda: covered(settings) == len(stream), timeout=120, every=0.2)
+    finally:
+        stop(learner)
+    assert learner.returncode == 0, (tmp_path / "learner.log").read_text()[-3000:]
+    check_against_the_oracle(settings, stream)
+    assert sorted(partitions(settings)) == list(range(PARTITIONS))
+
+
+def test_a_learner_paused_past_its_partitions_ownership_writes_nothing_when_it_wakes(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    settings = key_settings(kafka, redis_server, unique, topic)
+    stream = keyed_event_bytes(phishing()[:900], keys=20)
+    # The paused one has learned events it has not checkpointed yet when it is paused.
+    patient = replace(settings, checkpoint_every=100_000, checkpoint_interval=3600.0)
+    produce(kafka.bootstrap, settings.events_topic, [(k, raw) for k, _, raw in stream[:600]])
+    zombie_log = tmp_path / "zombie.log"
+    zombie = start(patient, zombie_log)
+    other = None
+    try:
+        wait_for("the first learner's predictions", timeout=60, every=0.2,
+                 condition=lambda: len(read_all(kafka.bootstrap, settings.predictions_topic)) >= 600)
+        os.kill(zombie.pid, signal.SIGSTOP)
+        other = start(settings, tmp_path / "other.log")
+        # The other learns past what the paused one knows: a write of the paused one's state would
+        # take back the keys' later events, and the partitions' offsets with them.
+        produce(kafka.bootstrap, settings.events_topic, [(k, raw) for k, _, raw in stream[600:]])
+        wait_for("the second learner to checkpoint every event", timeout=60, every=0.2,
+                 condition=lambda: covered(settings) == len(stream))
+        tokens = {p: meta.token for p, (meta, _) in partitions(settings).items()}
+        os.kill(zombie.pid, signal.SIGCONT)
+        wait_for("the woken learner to be refused", timeout=60, every=0.2,
+                 condition=lambda: "another learner owns it now" in zombie_log.read_text())
+        wait_for("the woken learner to rejoin", timeout=60, every=0.2,
+                 condition=lambda: zombie_log.read_text().count("assigned") >= 2)
+    finally:
+        os.kill(zombie.pid, signal.SIGCONT)
+        stop(zombie)
+        if other is not None:
+            stop(other)
+    assert covered(settings) == len(stream)
+    assert all(meta.token >= tokens[p] for p, (meta, _) in partitions(settings).items())
+    check_against_the_oracle(settings, stream, published=False)
+
+
+def test_chaos_sigkills_and_a_third_learner_leave_every_key_learned_exactly_once(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    settings = key_settings(kafka, redis_server, unique, topic, key_cache_size=20)
+    stream = keyed_event_bytes(phishing() * 6, keys=60, prefix="chaos")
+    rng = random.Random(int(os.environ.get("CHAOS_SEED", "5")))
+    feeder = Feeder(kafka.bootstrap, settings.events_topic, [(k, raw, True) for k, _, raw in stream],
+                    per_second=800)
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    learners = [start(settings, log) for log in logs]
+    try:
+        for _ in range(4):
+            time.sleep(rng.uniform(0.5, 2.5))  # a random moment, not a condition: this is the chaos
+            victim = rng.randrange(2)
+            learners[victim].kill()
+            learners[victim].wait()
+            learners[victim] = start(settings, logs[victim])
+        third_log = tmp_path / "c.log"
+        third = start(settings, third_log)
+        wait_for("the third learner to own partitions", timeout=60, every=0.2,
+                 condition=lambda: "partition " in third_log.read_text())
+        stop(third)
+        feeder.join()
+        wait_for("every event checkpointed", lambda: covered(settings) == len(stream), timeout=120, every=0.2)
+    finally:
+        for learner in learners:
+            stop(learner)
+    check_against_the_oracle(settings, stream)
