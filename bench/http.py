@@ -286,7 +286,7 @@ def in_process(run: Run, settings: Settings, singles: list[bytes], batches: list
     from stream_learner.engine import Engine
     from stream_learner.events import Source, decode_event
     from stream_learner.models import infer_task
-    from stream_learner.observe.predict import HttpPredict
+    from stream_learner.observe.predict import FrozenModel, HttpPredict
     from stream_learner.state.redis import RedisStore
 
     store = RedisStore.for_settings(settings)
@@ -300,7 +300,8 @@ def in_process(run: Run, settings: Settings, singles: list[bytes], batches: list
     predict = model.predict_one if infer_task(model) == "regression" else model.predict_proba_one
     decoded = [decode_event(raw, Source("bench", 0, i, 0), fields, state.task, limits)
                for i, raw in enumerate(singles)]
-    handler = HttpPredict(settings.model, fields, limits, lambda: (engine, ckpt.meta.version))
+    frozen = FrozenModel(engine, ckpt.meta.version)
+    handler = HttpPredict(settings.model, fields, limits, lambda: frozen)
 
     def rate(work: Callable[[Any], object], items: list[Any], per_item: int = 1) -> int:
         start = time.perf_counter()

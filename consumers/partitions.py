@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from consumers.kafka_io import Publisher
-from stream_learner.checkpoint import CheckpointMeta, partition_key, read_offsets, verify_record
+from stream_learner.checkpoint import CheckpointMeta, partition_key, read_offsets, spec_package, verify_record
 from stream_learner.config import Settings
 from stream_learner.errors import FencedError, OutOfOrder, StoreUnavailable
 from stream_learner.key_cache import KeyCache
@@ -104,14 +104,11 @@ class Partitions:
         return found
 
     def _open(self, partition: int, key: str, blob: bytes) -> KeyModel:
-        s, package = self.settings, self._package()
+        s = self.settings
+        package = spec_package(s.model_spec)
         return open_key(blob, slot=key_slot(s.model, partition, key), keys=s.signing_keys(),
                         allow_version_mismatch=s.allow_version_mismatch, package=package,
                         trusted=package in s.trusted_packages())
-
-    def _package(self) -> str:
-        spec = self.settings.model_spec
-        return spec.split(":")[0].split(".")[0] if ":" in spec else ""
 
     def due(self, owned: Owned, now: float) -> bool:
         s = self.settings

@@ -25,6 +25,7 @@ from stream_learner.engine import Engine
 from stream_learner.errors import InvalidEvent, NoCheckpoint, StoreUnavailable
 from stream_learner.events import Partition
 from stream_learner.observe.board import Board
+from stream_learner.observe.predict import FrozenModel
 from stream_learner.state.base import ModelStore
 
 log = logging.getLogger("stream_learner.predictor")
@@ -40,7 +41,7 @@ class Predictor:
         self.engine: Engine | None = None
         self.version = 0  # the model version served
         # The two together, for HTTP predictions: swapped whole, never seen half-loaded.
-        self.serving: tuple[Engine, int] | None = None
+        self.serving: FrozenModel | None = None
         self.board = Board(settings.model, "frozen", instance=settings.instance_id or socket.gethostname())
         self.events = self.predicted = self.reloads = 0
         self.consumer: Consumer | None = None
@@ -78,7 +79,7 @@ class Predictor:
     def swap(self, ckpt: Checkpoint) -> None:
         self.engine = Engine(ckpt.state, learn=False)
         self.version = ckpt.meta.version
-        self.serving = (self.engine, self.version)
+        self.serving = FrozenModel(self.engine, self.version)
         self.board.loaded(self.version)
         log.info("serving model %s v%d (%d learned)", ckpt.meta.model, ckpt.meta.version,
                  ckpt.state.learned)

@@ -281,12 +281,20 @@ def _check_key_scope(s: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    from consumers.key_predictor import KeyPredictor
     from consumers.predictor import Predictor
+    from stream_learner.state.keyed_redis import RedisKeyedStore
 
     _require_key(settings)
     log.info("serve: settings %s", settings.redacted())
     clients = _clients(settings)
-    predictor = Predictor(settings, _store(settings), clients)
+    predictor: Predictor | KeyPredictor
+    if settings.model_scope == "key":
+        if settings.pin_version:
+            raise ConfigError("--pin-version: not with --model-scope key (each partition has its versions)")
+        predictor = KeyPredictor(settings, RedisKeyedStore.for_settings(settings), clients)
+    else:
+        predictor = Predictor(settings, _store(settings), clients)
     stop = _stop_on_signals()
     with _http(settings, predictor.board, serving=lambda: predictor.serving):
         _freeze_heap()

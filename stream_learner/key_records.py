@@ -10,7 +10,7 @@ unpickled, and unpickled with the allow-list.
 
 >>> from stream_learner.keyed import KeyedEngine
 >>> engine = KeyedEngine("linear_model.LogisticRegression()")
->>> blob = seal_key(engine._fresh(), slot=key_slot("m", 3, "alice"), key_id="k1", secret=b"s")
+>>> blob = seal_key(engine.fresh_model(), slot=key_slot("m", 3, "alice"), key_id="k1", secret=b"s")
 >>> open_key(blob, slot=key_slot("m", 3, "alice"), keys={"k1": b"s"}).learned
 0
 >>> open_key(blob, slot=key_slot("m", 3, "bob"), keys={"k1": b"s"})

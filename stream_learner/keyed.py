@@ -82,10 +82,10 @@ class KeyedEngine:
         self._max_classes = 2 if self.task == "binary" else max_classes
 
     def fresh_partition(self) -> PartitionState:
-        prior = self._fresh() if self.prior == "global" else None
+        prior = self.fresh_model() if self.prior == "global" else None
         return PartitionState(self.spec, self.task, PrequentialMetrics(self.task, self.window), prior)
 
-    def _fresh(self) -> KeyModel:
+    def fresh_model(self) -> KeyModel:
         return KeyModel(build_model(self.spec), features=FeatureBudget(self.max_features))
 
     def expired(self, found: KeyModel, ts: int) -> bool:
@@ -101,8 +101,12 @@ class KeyedEngine:
         if found is not None:
             part.keys_expired += 1
         part.keys_created += 1
+        return self.started(part)
+
+    def started(self, part: PartitionState) -> KeyModel:
+        """A new key's model: fresh, or a copy of the partition's prior."""
         if part.prior is None:
-            return self._fresh()
+            return self.fresh_model()
         started = copy.deepcopy(part.prior)
         started.learned = started.digest = 0
         return started

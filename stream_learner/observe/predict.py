@@ -9,7 +9,8 @@ named ``http/0/<n>``, as one from Kafka is named by its topic, partition and off
 >>> from stream_learner.engine import Engine, ModelState
 >>> from stream_learner.events import FieldNames, Limits
 >>> state = ModelState.fresh("linear_model.LogisticRegression()", "binary")
->>> answer = HttpPredict("fraud", FieldNames(), Limits(), lambda: (Engine(state, learn=False), 3))
+>>> frozen = FrozenModel(Engine(state, learn=False), 3)
+>>> answer = HttpPredict("fraud", FieldNames(), Limits(), lambda: frozen)
 >>> answer(b'{"id": "a", "x": {"n": 1}}')[:1]
 (200,)
 >>> answer(b'{"id": "a", "x": {"n": NaN}}')
@@ -21,15 +22,17 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import orjson
 
 from stream_learner.engine import Engine
-from stream_learner.errors import InvalidEvent
+from stream_learner.errors import InvalidEvent, StoreUnavailable
 from stream_learner.events import (
     Event,
     FieldNames,
     Limits,
+    Prediction,
     Source,
     decode_event,
     encode_prediction,
@@ -39,7 +42,33 @@ from stream_learner.events import (
 )
 
 MAX_EVENTS = 1000  # a request's events
-Serving = Callable[[], tuple[Engine, int] | None]  # the engine and version served, if any
+
+
+class Answers(Protocol):
+    """What answers a request: the task of its models, and each event's prediction with the
+    version of the model that made it."""
+
+    @property
+    def task(self) -> str: ...
+
+    def predict(self, event: Event) -> tuple[Prediction, int]: ...
+
+
+class FrozenModel(NamedTuple):
+    """One model at one version (global scope): swapped whole, never seen half-loaded."""
+
+    engine: Engine
+    version: int
+
+    @property
+    def task(self) -> str:
+        return self.engine.state.task
+
+    def predict(self, event: Event) -> tuple[Prediction, int]:
+        return self.engine.predict(event), self.version
+
+
+Serving = Callable[[], Answers | None]  # what answers now, if anything does
 
 
 class HttpPredict:
@@ -59,14 +88,13 @@ class HttpPredict:
         served = self.serving()  # one model for the whole request, however reloads go
         if served is None:
             return 503, _error("not_ready", "no model is loaded yet")
-        engine, version = served
         index = 0
         try:
             if len(body) > self.max_body:
                 raise InvalidEvent("too_large", f"{len(body)} bytes > limit of {self.max_body}")
             if body.lstrip()[:1] != b"[":
-                event = decode_event(body, self._source(), self.fields, engine.state.task, self.limits)
-                answer = self._one(engine, version, event)
+                event = decode_event(body, self._source(), self.fields, served.task, self.limits)
+                answer = self._one(served, event)
                 self._count(1)
                 return 200, answer
             docs = strict_loads(body)
@@ -79,12 +107,14 @@ class HttpPredict:
                 if len(orjson.dumps(doc)) > self.limits.max_bytes:
                     raise InvalidEvent("too_large", f"the event is over the limit of {self.limits.max_bytes} "
                                        "bytes")
-                event = event_from_doc(doc, self._source(), self.fields, engine.state.task, self.limits)
-                answers.append(self._one(engine, version, event))
+                event = event_from_doc(doc, self._source(), self.fields, served.task, self.limits)
+                answers.append(self._one(served, event))
         except InvalidEvent as exc:
             return 400, _error(exc.reason, exc.detail, index)
         except (TypeError, ValueError) as exc:  # orjson cannot write it back (an integer beyond 64 bits)
             return 400, _error("bad_field", str(exc), index)
+        except StoreUnavailable as exc:  # key scope: a key's model is read from the store
+            return 503, _error("store_unavailable", str(exc), index)
         self._count(len(answers))
         return 200, b"[" + b",".join(answers) + b"]"
 
@@ -95,8 +125,8 @@ class HttpPredict:
     def _source(self) -> Source:
         return Source("http", 0, next(self._numbers), int(time.time() * 1000))
 
-    def _one(self, engine: Engine, version: int, event: Event) -> bytes:
-        prediction = engine.predict(event)
+    def _one(self, served: Answers, event: Event) -> bytes:
+        prediction, version = served.predict(event)
         try:
             return encode_prediction(prediction, model=self.model, version=version, mode="frozen")
         except (TypeError, ValueError) as exc:

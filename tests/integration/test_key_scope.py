@@ -6,6 +6,7 @@ past their partitions' ownership, joined by a third and left by it."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -26,7 +27,8 @@ from stream_learner.state.keyed_redis import RedisKeyedStore
 from tests.integration.helpers import make_settings, phishing, produce, read_all, wait_for
 from tests.integration.test_chaos import Feeder
 from tools.events import keyed_event_bytes
-from tools.localstack import KafkaBroker, RedisServer
+from tools.http import call
+from tools.localstack import KafkaBroker, RedisServer, free_port
 from tools.service import service_env, spawn, stop
 
 PARTITIONS = 3
@@ -41,8 +43,8 @@ def key_settings(kafka: KafkaBroker, redis_server: RedisServer, unique: Callable
                          session_timeout=SESSION_S, **overrides)
 
 
-def start(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    return spawn("learn", service_env(settings), stdout=log, append=True)
+def start(settings: Settings, log: Path, command: str = "learn") -> subprocess.Popen[bytes]:
+    return spawn(command, service_env(settings), stdout=log, append=True)
 
 
 def partitions(settings: Settings) -> dict[int, tuple[Any, PartitionState]]:
@@ -102,8 +104,6 @@ def check_against_the_oracle(settings: Settings, stream: Stream, *, published: b
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], Any]:
-    import json
-
     doc = json.loads(raw)
     return doc["x"], doc["y"]
 
@@ -192,3 +192,89 @@ def test_chaos_sigkills_and_a_third_learner_leave_every_key_learned_exactly_once
         for learner in learners:
             stop(learner)
     check_against_the_oracle(settings, stream)
+
+
+def frozen_oracle(stream: Stream) -> dict[str, Any]:
+    """Each key's River model after its events in ``stream``."""
+    models: dict[str, Any] = {}
+    for key, _, raw in stream:
+        x, y = _parse(raw)
+        model = models.setdefault(key, preprocessing.StandardScaler() | linear_model.LogisticRegression())
+        model.learn_one(x, y)
+    return models
+
+
+def proba_of(model: Any, raw: bytes) -> dict[str, float]:
+    return {str(c).lower(): p for c, p in model.predict_proba_one(_parse(raw)[0]).items()}
+
+
+def test_a_frozen_predictor_answers_each_key_by_its_model_and_follows_new_versions(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    learn = key_settings(kafka, redis_server, unique, topic)
+    port = free_port()
+    serve = replace(learn, events_topic=topic("live", partitions=PARTITIONS), http_port=port,
+                    key_cache_size=5, predictions_topic=unique("served"))
+    stream = keyed_event_bytes(phishing(), keys=15)
+    first, second = stream[:700], stream[700:]
+    produce(kafka.bootstrap, learn.events_topic, [(k, raw) for k, _, raw in first])
+    learner = start(learn, tmp_path / "learner.log")
+    try:
+        wait_for("the first events checkpointed", lambda: covered(learn) == len(first), timeout=60, every=0.2)
+    finally:
+        stop(learner)
+    predictor = start(serve, tmp_path / "predictor.log", "serve")
+    try:
+        # Every key, once, through Kafka and over HTTP: its model after the first events.
+        probes = _probes(first, "first")
+        produce(kafka.bootstrap, serve.events_topic, probes)
+        answers = wait_for("a frozen prediction of each probe", timeout=60, every=0.2,
+                           condition=lambda: _answers(serve, {f"first-{k}" for k, _ in probes}))
+        models = frozen_oracle(first)
+        expected = {k: proba_of(models[k], raw) for k, raw in probes}
+        assert {a["key"]: a["proba"] for a in answers.values()} == expected
+        assert {a["mode"] for a in answers.values()} == {"frozen"}
+        versions = {meta.version for meta, _ in partitions(learn).values()}
+        assert {a["model_version"] for a in answers.values()} <= versions
+        batch = b"[" + b",".join(r for _, r in probes) + b"]"
+        status, body = call(f"http://127.0.0.1:{port}/predict", batch)
+        assert status == 200, body
+        assert {a["id"]: (a["proba"], a["model_version"]) for a in json.loads(body)} == {
+            i: (a["proba"], a["model_version"]) for i, a in answers.items()}
+
+        # The learner goes on: the predictor serves each key's newer model, unrestarted.
+        produce(kafka.bootstrap, learn.events_topic, [(k, raw) for k, _, raw in second])
+        learner = start(learn, tmp_path / "learner.log")
+        try:
+            wait_for("every event checkpointed", lambda: covered(learn) == len(stream), timeout=60, every=0.2)
+        finally:
+            stop(learner)
+        models = frozen_oracle(stream)
+        expected = {k: proba_of(models[k], raw) for k, raw in probes}
+
+        def follows() -> bool:
+            status, body = call(f"http://127.0.0.1:{port}/predict", batch)
+            return status == 200 and {a["key"]: a["proba"] for a in json.loads(body)} == expected
+
+        wait_for("the predictor to serve the newer models", follows, timeout=30, every=0.2)
+        again = _probes(first, "again")
+        produce(kafka.bootstrap, serve.events_topic, again)
+        later = wait_for("the second round of frozen predictions", timeout=60, every=0.2,
+                         condition=lambda: _answers(serve, {f"again-{k}" for k, _ in again}))
+        assert {a["key"]: a["proba"] for a in later.values()} == expected
+    finally:
+        stop(predictor)
+
+
+def _answers(settings: Settings, ids: set[str]) -> dict[str, dict[str, Any]] | None:
+    """The predictions of the events ``ids`` on the predictor's topic, once each has one."""
+    messages = read_all(settings.bootstrap_servers, settings.predictions_topic)
+    sent = {m.json()["id"]: m.json() for m in messages}
+    return {i: sent[i] for i in ids} if ids <= set(sent) else None
+
+
+def _probes(stream: Stream, name: str) -> list[tuple[str, bytes]]:
+    """One event of each key, under ids of its own: (key, event)."""
+    last = {k: raw for k, _, raw in stream}
+    return [(k, json.dumps({**json.loads(raw), "id": f"{name}-{k}"}).encode()) for k, raw in last.items()]

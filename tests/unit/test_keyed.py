@@ -148,7 +148,7 @@ def test_a_save_removes_the_keys_idle_past_the_cutoff_and_says_they_changed() ->
 
 
 def test_a_key_record_verifies_only_in_its_own_slot_and_unpickles_only_allowed_classes() -> None:
-    model = KeyedEngine(SPEC)._fresh()
+    model = KeyedEngine(SPEC).fresh_model()
     slot = key_slot("m", 0, "alice")
     blob = seal_key(model, slot=slot, key_id="k1", secret=b"secret")
     assert open_key(blob, slot=slot, keys={"k1": b"secret"}).learned == 0

@@ -20,7 +20,7 @@ from stream_learner.events import FieldNames, Limits
 from stream_learner.observe import server as server_module
 from stream_learner.observe.board import HEALTH_DEADLINE_S, Board
 from stream_learner.observe.exposition import METRICS, Exposition
-from stream_learner.observe.predict import MAX_EVENTS, HttpPredict
+from stream_learner.observe.predict import MAX_EVENTS, FrozenModel, HttpPredict
 from stream_learner.observe.server import HttpServer
 from tools.http import call
 
@@ -51,7 +51,7 @@ def served() -> Iterator[tuple[str, Board, HttpPredict]]:
     board = Board("fraud", "frozen")
     exposition = Exposition(board)
     engine = trained()
-    predict = HttpPredict("fraud", FieldNames(), Limits(max_bytes=4096), lambda: (engine, 7),
+    predict = HttpPredict("fraud", FieldNames(), Limits(max_bytes=4096), lambda: FrozenModel(engine, 7),
                           counted=exposition.predict_events.inc)
     with HttpServer(board, exposition, host="127.0.0.1", port=0, predict=predict, token="s3cret") as server:
         yield f"http://127.0.0.1:{server.port}", board, predict
@@ -217,7 +217,7 @@ JSON = st.recursive(
 ))
 def test_any_body_gets_a_prediction_or_a_400_with_a_reason(body: bytes) -> None:
     engine = trained_once()
-    status, answer = HttpPredict("m", FieldNames(), Limits(), lambda: (engine, 1))(body)
+    status, answer = HttpPredict("m", FieldNames(), Limits(), lambda: FrozenModel(engine, 1))(body)
     doc = orjson.loads(answer)
     assert status in (200, 400), answer
     if status == 400:
