@@ -72,7 +72,8 @@ class KeyedEngine:
                  window: int = 1000, max_classes: int = MAX_CLASSES, max_features: int = MAX_FEATURES,
                  learn: bool = True) -> None:
         self.spec = spec
-        self.task = infer_task(build_model(spec), task)
+        self._template = build_model(spec)  # copied for each new key: cheaper than building it
+        self.task = infer_task(self._template, task)
         self.prior = prior
         self.ttl_ms = ttl_ms
         self.window = window
@@ -86,7 +87,7 @@ class KeyedEngine:
         return PartitionState(self.spec, self.task, PrequentialMetrics(self.task, self.window), prior)
 
     def fresh_model(self) -> KeyModel:
-        return KeyModel(build_model(self.spec), features=FeatureBudget(self.max_features))
+        return KeyModel(copy.deepcopy(self._template), features=FeatureBudget(self.max_features))
 
     def expired(self, found: KeyModel, ts: int) -> bool:
         """Whether ``found`` has been idle past the ttl at record time ``ts``."""

@@ -38,9 +38,9 @@ Stream = list[tuple[str, str, bytes]]  # (key, id, event)
 
 def key_settings(kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
                  topic: Callable[..., str], **overrides: Any) -> Settings:
-    return make_settings(kafka, redis_server, unique, events_topic=topic("events", partitions=PARTITIONS),
-                         model_scope="key", checkpoint_every=200, checkpoint_interval=0.3,
-                         session_timeout=SESSION_S, **overrides)
+    return make_settings(kafka, redis_server, unique, **{
+        "events_topic": topic("events", partitions=PARTITIONS), "model_scope": "key", "checkpoint_every": 200,
+        "checkpoint_interval": 0.3, "session_timeout": SESSION_S, **overrides})
 
 
 def start(settings: Settings, log: Path, command: str = "learn") -> subprocess.Popen[bytes]:
@@ -278,3 +278,61 @@ def _probes(stream: Stream, name: str) -> list[tuple[str, bytes]]:
     """One event of each key, under ids of its own: (key, event)."""
     last = {k: raw for k, _, raw in stream}
     return [(k, json.dumps({**json.loads(raw), "id": f"{name}-{k}"}).encode()) for k, raw in last.items()]
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def test_a_hundred_thousand_keys_through_a_cache_of_ten_thousand_keep_the_learners_memory_bounded(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    keys, cache = 100_000, 10_000
+    settings = key_settings(kafka, redis_server, unique, topic, key_cache_size=cache, checkpoint_every=2000,
+                            model_spec="linear_model.LogisticRegression()")
+    rows = phishing()
+    events = [(f"k-{i}", json.dumps({"id": f"e-{i}", "key": f"k-{i}", "x": rows[i % len(rows)][0],
+                                     "y": rows[i % len(rows)][1]}).encode()) for i in range(keys)]
+    produce(kafka.bootstrap, settings.events_topic, events[:20_000])
+    learner = start(settings, tmp_path / "learner.log")
+    try:
+        wait_for("20,000 keys learned", lambda: covered(settings) >= 20_000, timeout=120, every=0.5)
+        early = rss_bytes(learner.pid)
+        produce(kafka.bootstrap, settings.events_topic, events[20_000:])
+        wait_for("100,000 keys learned", lambda: covered(settings) == keys, timeout=300, every=0.5)
+        late = rss_bytes(learner.pid)
+    finally:
+        stop(learner)
+    store = RedisKeyedStore.for_settings(settings)
+    assert sum(store.key_count(settings.model, p) for p in range(PARTITIONS)) == keys
+    # Kept in memory, the 80,000 keys learned since would take this much more.
+    unbounded = 80_000 * _bytes_per_key_model(settings.model_spec, rows)
+    growth = late - early
+    print(f"learner RSS {early / 2**20:.0f} MiB at 20,000 keys, {late / 2**20:.0f} MiB at 100,000; "
+          f"unbounded it would grow by ~{unbounded / 2**20:.0f} MiB")
+    assert growth < 32 * 2**20 < unbounded / 4, (early, late, unbounded)
+
+
+def _bytes_per_key_model(spec: str, rows: list[Any]) -> float:
+    import tracemalloc
+
+    from stream_learner.events import Event, Source
+    from stream_learner.keyed import KeyedEngine
+
+    engine = KeyedEngine(spec)
+    part, kept = engine.fresh_partition(), []
+    tracemalloc.start()
+    try:
+        for i in range(2000):
+            x, y = rows[i % len(rows)]
+            event = Event(f"e-{i}", f"k-{i}", None, x, y, Source("t", 0, i, i))
+            model = engine.model_for(part, None, event)
+            engine.process(part, model, event)
+            kept.append(model)
+        return tracemalloc.get_traced_memory()[0] / 2000
+    finally:
+        tracemalloc.stop()
