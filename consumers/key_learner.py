@@ -23,6 +23,7 @@ from stream_learner.errors import InvalidEvent
 from stream_learner.events import Event, Partition, decode_event, encode_prediction
 from stream_learner.key_cache import KeyCache
 from stream_learner.keyed import KeyedEngine, KeyModel, key_of
+from stream_learner.metrics import merged
 from stream_learner.observe.board import Board
 from stream_learner.state.keyed_base import KeyedStore
 
@@ -82,7 +83,7 @@ class KeyLearner:
             full = self.cache.dirty_count() >= self.cache.size  # dirty keys stay: bound them
             for owned in list(self.partitions.owned.values()):
                 if (full and owned.since) or self.partitions.due(owned, now):
-                    self.partitions.save(owned, self.publisher, "full cache" if full else "interval")
+                    self.save(owned, "full cache" if full else "interval")
             if now - self.last_commit >= s.commit_interval:
                 self.commit(wait=False)
             self.watch()
@@ -94,7 +95,16 @@ class KeyLearner:
                          learned=sum(o.state.learned for o in owned), dead_letters=self.letters.counts,
                          version=max((o.version for o in owned), default=0))
         if self.board.due():
-            self.board.refresh(metrics={}, lags=self.consumer.lags(), pending_labels=None, challengers={})
+            states = [o.state for o in owned]
+            self.board.refresh(metrics=merged([state.metrics for state in states]), lags=self.consumer.lags())
+            cache = self.cache
+            self.board.set(keys={
+                "cached": len(cache), "dirty": cache.dirty_count(), "evicted": cache.evicted,
+                "hits": cache.hits, "misses": cache.misses,
+                "created": sum(state.keys_created for state in states),
+                "expired": sum(state.keys_expired for state in states)},
+                partitions={o.partition: {"version": o.version, "metrics": o.state.metrics.report()}
+                            for o in owned})
 
     def handle_batch(self, records: list[Record]) -> None:
         """Decode the batch, read its keys' models missing from the cache, then each record."""
@@ -152,11 +162,19 @@ class KeyLearner:
         self.publisher.prediction(key, value)
         self.predicted += 1
 
-    def save_all(self, reason: str) -> None:
+    def save(self, owned: Owned, reason: str) -> None:
+        """Checkpoint one partition; the board hears of the loop's pause."""
         assert self.publisher is not None
+        started = time.perf_counter()
+        nbytes = self.partitions.save(owned, self.publisher, reason)
+        if nbytes is not None:
+            paused = time.perf_counter() - started
+            self.board.checkpointed(version=owned.version, nbytes=nbytes, pause_s=paused)
+
+    def save_all(self, reason: str) -> None:
         for owned in list(self.partitions.owned.values()):
             if owned.since:
-                self.partitions.save(owned, self.publisher, reason)
+                self.save(owned, reason)
 
     def commit(self, wait: bool) -> None:
         """Tell Kafka the checkpointed offsets (for lag monitoring; the checkpoints say where
@@ -185,6 +203,6 @@ class KeyLearner:
         for tp in partitions:
             owned = self.partitions.owned.get(tp[1])
             if owned is not None and owned.since:
-                self.partitions.save(owned, self.publisher, "revocation")
+                self.save(owned, "revocation")
             self.partitions.release(tp[1])
         self.commit(wait=False)

@@ -98,7 +98,10 @@ class KeyPredictor:
         self.board.batch(events=self.events, predicted=self.predicted, learned=0,
                          dead_letters=self.letters.counts, version=version)
         if self.board.due():
-            self.board.set(reloads=self.keys.reloads)
+            cache = self.keys.cache
+            self.board.set(reloads=self.keys.reloads, keys={
+                "cached": len(cache), "evicted": cache.evicted, "hits": cache.hits, "misses": cache.misses},
+                partitions={p: {"version": v} for p, (v, _) in self.keys.parts.items()})
             self.board.refresh(metrics={}, lags=self.consumer.lags())
 
     def handle_batch(self, records: list[Record]) -> bool:

@@ -115,9 +115,9 @@ class Partitions:
         return (owned.since > 0 and now >= owned.retry_at
                 and (owned.since >= s.checkpoint_every or now - owned.saved_at >= s.checkpoint_interval))
 
-    def save(self, owned: Owned, publisher: Publisher, reason: str) -> bool:
-        """Checkpoint the partition; False when the store is out (retried later) or the
-        partition is another learner's now (it is released)."""
+    def save(self, owned: Owned, publisher: Publisher, reason: str) -> int | None:
+        """Checkpoint the partition: the bytes written; None when the store is out (retried
+        later) or the partition is another learner's now (it is released)."""
         s, p = self.settings, owned.partition
         dirty = sorted(self.cache.dirty.get(p, ()))  # 0. plan
         publisher.flush()  # 1. every send before it acknowledged
@@ -138,13 +138,13 @@ class Partitions:
             owned.retry_at = time.monotonic() + delay
             log.error("partition %d: checkpoint v%d failed, retrying in %.1f s: %s", p, save.version,
                       delay, exc)
-            return False
+            return None
         except OutOfOrder as exc:
             return self._resolve(owned, save, exc, publisher, reason)
         except FencedError as exc:
             log.warning("partition %d: another learner owns it now; writing nothing more: %s", p, exc)
             self.release(p)
-            return False
+            return None
         owned.state.keys_expired += removed
         owned.version, owned.since, owned.saved_at, owned.failures = save.version, 0, time.monotonic(), 0
         self.cache.saved(p, dirty)  # 3. the loop hears of it
@@ -152,23 +152,23 @@ class Partitions:
             self.uncommitted[p] = owned.offset
         log.info("partition %d: checkpoint v%d (%s): %d keys written, %d idle removed, %s", p, save.version,
                  reason, len(blobs), removed, described(owned.state))
-        return True
+        return len(record.payload) + sum(len(b) for b in blobs.values())
 
     def _resolve(self, owned: Owned, save: PartitionSave, exc: OutOfOrder, publisher: Publisher,
-                 reason: str) -> bool:
+                 reason: str) -> int | None:
         """A save whose answer was lost may have landed all the same: then the partition's latest
         is that save, with this learner's token, and the next one follows it at once."""
         s = self.settings
         try:
             record = self.store.partition(s.model, owned.partition)
         except StoreUnavailable:
-            return False
+            return None
         meta = None if record is None else verify_record(record, s.signing_keys(), s.allow_version_mismatch)
         if meta is None or meta.token != owned.token or meta.version < save.version:
             log.warning("partition %d: another learner owns it now; writing nothing more: %s",
                         owned.partition, exc)
             self.release(owned.partition)
-            return False
+            return None
         log.warning("partition %d: checkpoint v%d was saved although its answer was lost; the next one "
                     "follows it", owned.partition, meta.version)
         owned.version = meta.version

@@ -16,6 +16,7 @@ one metric update per event instead of three.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from typing import Any
@@ -89,3 +90,42 @@ def _shown(value: Any, digits: int) -> float | None:
     if isinstance(value, complex) or not math.isfinite(value):
         return None
     return round(float(value), digits)
+
+
+def merged(parts: list[PrequentialMetrics], digits: int = 6) -> dict[str, float | None]:
+    """The cumulative metrics over all of ``parts``' scored events, as if one object had scored
+    them all: confusion matrices and means are added exactly; a metric that cannot be added
+    (R2) is None.
+
+    >>> a, b, whole = (PrequentialMetrics("binary") for _ in range(3))
+    >>> for m, y, p in ((a, True, 0.9), (b, False, 0.8), (b, True, 0.6)):
+    ...     proba = {True: p, False: 1 - p}
+    ...     _ = m.update(y, p > 0.5, proba), whole.update(y, p > 0.5, proba)
+    >>> merged([a, b]) == {k: v for k, v in whole.report().items() if "@" not in k}
+    True
+    """
+    if not parts:
+        return {}
+    out: dict[str, float | None] = {}
+    for i, first in enumerate(parts[0].cumulative):
+        total = copy.deepcopy(first)
+        addable = True
+        for part in parts[1:]:
+            addable = addable and _add(total, part.cumulative[i])
+        out[type(total).__name__] = _shown(total.get(), digits) if addable else None
+    return out
+
+
+def _add(total: metrics.base.Metric, other: metrics.base.Metric) -> bool:
+    """Add ``other``'s scored events into ``total``; False when the metric cannot be added."""
+    cm, mean = getattr(other, "cm", None), getattr(other, "_mean", None)
+    if cm is not None:
+        for y_true, row in cm.data.items():
+            for y_pred, weight in row.items():
+                total.cm.update(y_true, y_pred, weight)
+        return True
+    if mean is not None:
+        if mean.n:
+            total._mean.update(mean.get(), mean.n)
+        return True
+    return False

@@ -83,6 +83,10 @@ class Snapshot:
     learned_total: int = 0  # the champion's learned events, over its life
     # name -> {spec, learned, metrics, error}: the challengers beside the champion
     challengers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Key scope: the key models' figures (cached, dirty, created, expired, evicted, hits, misses),
+    # and per partition owned or served: {version, metrics}.
+    keys: dict[str, int] = field(default_factory=dict)
+    partitions: dict[int, dict[str, Any]] = field(default_factory=dict)
     pauses: tuple[int, ...] = (0,) * (len(PAUSE_BUCKETS) + 1)  # checkpoint pauses per bucket, +Inf last
     pauses_sum: float = 0.0
     started_at: float = 0.0

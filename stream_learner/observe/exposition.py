@@ -50,7 +50,15 @@ METRICS = (
     "stream_learner_reloads_total",
     "stream_learner_http_predict_seconds",
     "stream_learner_http_predict_events_total",
+    "stream_learner_key_models",
+    "stream_learner_key_events_total",
+    "stream_learner_key_cache_hit_ratio",
+    "stream_learner_partition_version",
+    "stream_learner_partition_prequential",
 )
+# Key scope's figures of key models: the counts that only grow, and the gauges.
+KEY_EVENTS = ("created", "expired", "evicted", "hits", "misses")
+KEY_GAUGES = ("cached", "dirty")
 
 
 class _BoardCollector(Collector):
@@ -76,6 +84,38 @@ class _BoardCollector(Collector):
         yield _gauge("ready", "1 while ready (/readyz answers 200).", base, int(snap.ready))
         yield from self._stream(snap, base)
         yield from self._model(snap)
+        if snap.keys or snap.partitions:
+            yield from self._keys(snap, base)
+
+    def _keys(self, snap: Snapshot, base: dict[str, str]) -> Iterator[Metric]:
+        """Key scope: key models, the cache's hits, and each partition's version and metrics."""
+        held = GaugeMetricFamily(PREFIX + "key_models", "Key models in memory: cached, and dirty (changed "
+                                 "since their partition's checkpoint).", labels=[*base, "state"])
+        counted = CounterMetricFamily(PREFIX + "key_events", "Key models created, expired (idle past "
+                                      "--key-ttl), evicted from the cache, and the cache's hits and misses.",
+                                      labels=[*base, "event"])
+        for name in KEY_GAUGES:
+            held.add_metric([*base.values(), name], snap.keys.get(name, 0))
+        for name in KEY_EVENTS:
+            counted.add_metric([*base.values(), name], snap.keys.get(name, 0))
+        yield held
+        yield counted
+        asked = snap.keys.get("hits", 0) + snap.keys.get("misses", 0)
+        yield _gauge("key_cache_hit_ratio", "Key model lookups the cache answered.", base,
+                     snap.keys.get("hits", 0) / asked if asked else 0.0)
+        versions = GaugeMetricFamily(PREFIX + "partition_version", "Each partition's checkpoint version, "
+                                     "learned or served.", labels=[*base, "partition"])
+        prequential = GaugeMetricFamily(PREFIX + "partition_prequential", "Each owned partition's "
+                                        "prequential metrics over its keys, as its checkpoint records them.",
+                                        labels=["model", "partition", "metric", "window"])
+        for partition, figures in sorted(snap.partitions.items()):
+            versions.add_metric([*base.values(), str(partition)], figures["version"])
+            for name, value in sorted(figures.get("metrics", {}).items()):
+                if value is not None:
+                    metric, _, window = name.partition("@")
+                    prequential.add_metric([snap.model, str(partition), metric, window or "all"], value)
+        yield versions
+        yield prequential
 
     def _stream(self, snap: Snapshot, base: dict[str, str]) -> Iterator[Metric]:
         lag = GaugeMetricFamily(PREFIX + "consumer_lag", "Records not read yet: the end offset minus "

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from river import linear_model, preprocessing
+from river import linear_model, metrics, preprocessing
 
 from stream_learner.config import Settings
 from stream_learner.engine import id_hash
@@ -26,6 +26,7 @@ from stream_learner.keyed import KeyModel, PartitionState
 from stream_learner.state.keyed_redis import RedisKeyedStore
 from tests.integration.helpers import make_settings, phishing, produce, read_all, wait_for
 from tests.integration.test_chaos import Feeder
+from tests.integration.test_http import Samples, samples, value
 from tools.events import keyed_event_bytes
 from tools.http import call
 from tools.localstack import KafkaBroker, RedisServer, free_port
@@ -112,17 +113,39 @@ def test_every_keys_predictions_and_model_equal_rivers_on_that_keys_events_alone
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
     topic: Callable[..., str], tmp_path: Path,
 ) -> None:
-    settings = key_settings(kafka, redis_server, unique, topic, key_cache_size=8)
+    port = free_port()
+    settings = key_settings(kafka, redis_server, unique, topic, key_cache_size=8, http_port=port)
     stream = keyed_event_bytes(phishing(), keys=25)
     produce(kafka.bootstrap, settings.events_topic, [(k, raw) for k, _, raw in stream])
     learner = start(settings, tmp_path / "learner.log")
+    models: dict[str, Any] = {}
+    accuracy = metrics.Accuracy()
+    for key, _, raw in stream:  # prequential over all keys: each key by its own model
+        x, y = _parse(raw)
+        model = models.setdefault(key, preprocessing.StandardScaler() | linear_model.LogisticRegression())
+        accuracy.update(y, model.predict_one(x))
+        model.learn_one(x, y)
     try:
         wait_for("every event checkpointed", lambda: covered(settings) == len(stream), timeout=120, every=0.2)
+        versions = {str(p): meta.version for p, (meta, _) in partitions(settings).items()}
+
+        def exported() -> Samples | None:
+            figures = samples(f"http://127.0.0.1:{port}")
+            shown = {dict(labels)["partition"]: v for (name, labels), v in figures.items()
+                     if name == "stream_learner_partition_version"}
+            return figures if shown == versions else None
+
+        figures = wait_for("the partitions' versions on /metrics", exported, timeout=30, every=0.3)
     finally:
         stop(learner)
     assert learner.returncode == 0, (tmp_path / "learner.log").read_text()[-3000:]
     check_against_the_oracle(settings, stream)
     assert sorted(partitions(settings)) == list(range(PARTITIONS))
+    assert value(figures, "stream_learner_prequential", metric="Accuracy", window="all") == round(
+        accuracy.get(), 6)
+    assert value(figures, "stream_learner_key_events_total", event="created") == 25
+    assert value(figures, "stream_learner_key_events_total", event="evicted") > 0  # 25 keys, 8 cached
+    assert 0 < value(figures, "stream_learner_key_cache_hit_ratio") < 1
 
 
 def test_a_learner_paused_past_its_partitions_ownership_writes_nothing_when_it_wakes(
