@@ -410,7 +410,8 @@ def schedule(settings: Settings, events: list[tuple[str, dict[str, Any]]], delay
 
 
 def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(key, document) for each event to produce, validated before anything is sent."""
+    """(record key, document) for each event to produce, validated before anything is sent: the
+    record key is the event's key, or its id when it has none."""
     rows = list(_dataset_rows(args.dataset) if args.dataset else _file_rows(args.file, settings))
     name = args.dataset or args.file.stem
     produced = 0
@@ -423,7 +424,8 @@ def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[
             if args.withhold_labels:
                 doc.pop(settings.y_field, None)
             produced += 1
-            yield str(doc[settings.id_field]), doc
+            key = doc.get(settings.key_field)  # a key's events in one partition, in order
+            yield (key if isinstance(key, str) else str(doc[settings.id_field])), doc
 
 
 def _plain(value: Any) -> Any:
