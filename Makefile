@@ -9,6 +9,7 @@ CODE := stream_learner consumers tools tests bench
 MODEL ?= preprocessing.StandardScaler() | linear_model.LogisticRegression()
 DATASET ?= Phishing
 EVENTS ?= 200000
+MODEL_SCOPE ?= global
 
 .PHONY: help venv system-deps kafka lint test bench stack-up stack-down stack-status demo clean
 
@@ -18,7 +19,7 @@ help:
 	@echo "make stack-up    Kafka on 127.0.0.1:9092 and Redis on 127.0.0.1:6379, for trying by hand"
 	@echo "make stack-down  stop them"
 	@echo "make lint        ruff + mypy --strict + import contracts"
-	@echo "make bench       service vs raw River, bare Kafka and hand-rolled loops (MODEL=... DATASET=... EVENTS=...)"
+	@echo "make bench       service vs raw River, bare Kafka and hand-rolled loops (MODEL=... DATASET=... EVENTS=... MODEL_SCOPE=key)"
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +56,8 @@ test: venv system-deps kafka lint
 	$(BIN)/pytest -n 2  # two workers, each with its own broker and Redis
 
 bench: venv system-deps kafka
-	$(BIN)/python -m bench.run --model "$(MODEL)" --dataset "$(DATASET)" --events $(EVENTS)
+	$(BIN)/python -m bench.run --model "$(MODEL)" --dataset "$(DATASET)" --events $(EVENTS) \
+	  --model-scope $(MODEL_SCOPE)
 
 stack-up: venv system-deps kafka
 	$(BIN)/python tools/localstack.py up

@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import http as bench_http  # noqa: E402
+from bench import keys as bench_keys  # noqa: E402
 from consumers.clients.librdkafka import make_consumer, make_producer, poll  # noqa: E402
 from stream_learner.config import Settings  # noqa: E402
 from tools.events import dataset_events  # noqa: E402
@@ -104,9 +105,14 @@ def raw_river(events: list[bytes], spec: str) -> float:
 
 
 def produce(bootstrap: str, topic: str, events: list[bytes]) -> None:
+    produce_keyed(bootstrap, topic, [(str(i), raw) for i, raw in enumerate(events)])
+
+
+def produce_keyed(bootstrap: str, topic: str, events: list[tuple[str, bytes]]) -> None:
+    """(record key, value) to ``topic``, in order."""
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=256 * 1024)
-    for i, raw in enumerate(events):
-        producer.send(topic, raw, key=str(i).encode())
+    for key, raw in events:
+        producer.send(topic, raw, key=key.encode())
     producer.flush()
     producer.close()
 
@@ -531,6 +537,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the learner's --busy-poll-ms in the second latency run")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     bench_http.add_options(parser)
+    bench_keys.add_options(parser)
     return parser.parse_args(argv)
 
 
@@ -729,6 +736,8 @@ def report(args: argparse.Namespace, argv: list[str] | None, *, r_eps: float, k_
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.model_scope == "key":
+        return main_keys(args, argv)
     with bench_run(args) as run:
         r_eps = measure_raw_river(run)
         fill_topics(run)
@@ -748,6 +757,18 @@ def main(argv: list[str] | None = None) -> int:
     results = report(args, argv, r_eps=r_eps, k_eps=k_eps, h_eps=h_eps, rd=rd, kp=kp, lats=lats,
                      costs=costs)
     results["http"] = http_figures
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"bench: wrote {args.out}")
+    return 0
+
+
+def main_keys(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--model-scope key``: key scope's figures alone (bench/keys.py)."""
+    with bench_run(args) as run:
+        figures = bench_keys.measure(run)
+    results = {"command": " ".join(["python", "-m", "bench.run", *(argv or sys.argv[1:])]),
+               "cpus": os.cpu_count(), "dataset": args.dataset, "model": args.model, "key_scope": figures}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"bench: wrote {args.out}")

@@ -18,6 +18,7 @@ from consumers.clients.base import Clients, Consumer, Record
 from consumers.dead_letters import Author, DeadLetters
 from consumers.kafka_io import Poller, Publisher, source_of
 from consumers.partitions import Owned, Partitions
+from consumers.progress import Progress
 from stream_learner.config import Settings
 from stream_learner.errors import InvalidEvent
 from stream_learner.events import Event, Partition, decode_event, encode_prediction
@@ -38,7 +39,8 @@ class KeyLearner:
         self.clients = clients
         self.engine = KeyedEngine(settings.model_spec, settings.task, prior=settings.key_prior,
                                   ttl_ms=int(settings.key_ttl * 1000), window=settings.rolling_window,
-                                  max_classes=settings.max_classes, max_features=settings.max_features)
+                                  max_classes=settings.max_classes, max_features=settings.max_features,
+                                  watched=frozenset(settings.key_metrics))
         self.cache: KeyCache[KeyModel] = KeyCache(settings.key_cache_size)
         self.partitions = Partitions(settings, store, self.engine, self.cache)
         self.fields = settings.event_fields()
@@ -50,6 +52,7 @@ class KeyLearner:
         self.letters: DeadLetters | None = None
         self.closing = False
         self.last_commit = time.monotonic()
+        self.watched_models: dict[str, KeyModel] = {}  # --key-metric's keys, by their latest models
 
     def run(self, stop: threading.Event) -> None:
         s = self.settings
@@ -74,6 +77,7 @@ class KeyLearner:
         assert self.consumer is not None and self.letters is not None and self.publisher is not None
         s = self.settings
         poller = Poller(self.consumer, s.max_poll_records, 0.1, s.busy_poll_ms / 1000)
+        progress = Progress(s.progress_interval)
         while not stop.is_set():
             batch = poller()
             self.handle_batch(batch.records)
@@ -87,6 +91,9 @@ class KeyLearner:
             if now - self.last_commit >= s.commit_interval:
                 self.commit(wait=False)
             self.watch()
+            if progress.due():
+                snap = self.board.snapshot()
+                progress.report(snap, learned=snap.learned_total)
 
     def watch(self) -> None:
         assert self.consumer is not None and self.letters is not None
@@ -103,8 +110,10 @@ class KeyLearner:
                 "hits": cache.hits, "misses": cache.misses,
                 "created": sum(state.keys_created for state in states),
                 "expired": sum(state.keys_expired for state in states)},
-                partitions={o.partition: {"version": o.version, "metrics": o.state.metrics.report()}
-                            for o in owned})
+                partitions={o.partition: {"version": o.version, "metrics": o.state.metrics.report(),
+                                          "checkpoint_bytes": o.last_bytes, "checkpoint_at": o.last_at}
+                            for o in owned}, learned_total=sum(state.learned for state in states),
+                key_metrics={k: m.metrics.report() for k, m in self.watched_models.items() if m.metrics})
 
     def handle_batch(self, records: list[Record]) -> None:
         """Decode the batch, read its keys' models missing from the cache, then each record."""
@@ -159,6 +168,8 @@ class KeyLearner:
             raise InvalidEvent("model_error", f"the prediction cannot be encoded: {exc}") from exc
         engine.learn(owned.state, key_model, prediction)
         self.cache.put(p, key, key_model, changed=True)
+        if key_model.metrics is not None:
+            self.watched_models[key] = key_model
         self.publisher.prediction(key, value)
         self.predicted += 1
 

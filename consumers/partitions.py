@@ -49,6 +49,8 @@ class Owned:
     saved_at: float = field(default_factory=time.monotonic)
     retry_at: float = 0.0
     failures: int = 0
+    last_bytes: int = 0  # of its last checkpoint, written at last_at (Unix time; 0: none yet)
+    last_at: float = 0.0
 
 
 class Partitions:
@@ -147,12 +149,14 @@ class Partitions:
             return None
         owned.state.keys_expired += removed
         owned.version, owned.since, owned.saved_at, owned.failures = save.version, 0, time.monotonic(), 0
+        owned.last_bytes = len(record.payload) + sum(len(b) for b in blobs.values())
+        owned.last_at = time.time()
         self.cache.saved(p, dirty)  # 3. the loop hears of it
         if owned.offset is not None:
             self.uncommitted[p] = owned.offset
         log.info("partition %d: checkpoint v%d (%s): %d keys written, %d idle removed, %s", p, save.version,
                  reason, len(blobs), removed, described(owned.state))
-        return len(record.payload) + sum(len(b) for b in blobs.values())
+        return owned.last_bytes
 
     def _resolve(self, owned: Owned, save: PartitionSave, exc: OutOfOrder, publisher: Publisher,
                  reason: str) -> int | None:

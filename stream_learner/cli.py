@@ -99,7 +99,8 @@ def _add_setting(group: Any, f: Any) -> None:
     kind = type(f.default)
     value_options: dict[str, Any] = (
         {"action": "store_const", "const": "true"} if kind is bool
-        else {"action": "append", "metavar": "NAME=SPEC"} if kind is tuple
+        else {"action": "append", "metavar": "KEY" if f.name == "key_metrics" else "NAME=SPEC"}
+        if kind is tuple
         else {"metavar": kind.__name__.upper()})
     if f.metadata["secret"]:
         shown = Settings().redacted()[f.name]
@@ -249,6 +250,8 @@ def _check_learn(s: Settings) -> None:
     task = infer_task(check_spec(s.model_spec, s.task), s.task)
     if s.model_scope == "key":
         _check_key_scope(s)
+    elif s.key_metrics:
+        raise ConfigError("--key-metric: only with --model-scope key")
     for name, spec in s.challenger_specs().items():
         check_spec(spec, task, flag=f"--challenger {name}")
     if s.drift_detector:
@@ -273,6 +276,8 @@ def _check_learn(s: Settings) -> None:
 
 def _check_key_scope(s: Settings) -> None:
     """What key scope does not do (docs/scaling.md): one line naming the first such flag."""
+    if len(s.key_metrics) > 100:
+        raise ConfigError(f"--key-metric: {len(s.key_metrics)} keys, more than 100")
     for flag, value in (("--challenger", s.challengers), ("--labels-topic", s.labels_topic),
                         ("--drift-detector", s.drift_detector), ("--promote-on", s.promote_on),
                         ("--publish-gate", s.publish_gate), ("--shadow-topic", s.shadow_topic)):

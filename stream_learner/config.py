@@ -217,6 +217,9 @@ class Settings:
     key_cache_size: int = _opt(10_000, "Key models kept in memory (the least recently used leave "
                                "first; those changed since their checkpoint stay until it).",
                                minimum=1, modes="learn serve")
+    key_metrics: tuple[str, ...] = _opt(
+        (), "A key whose own prequential metrics the learner keeps and exports (repeatable, at most "
+        "100; a list in TOML, a JSON list in the environment).", modes="learn", flag="key-metric")
     key_ttl: float = _opt(0.0, "Seconds of record time after a key's latest event when its model "
                           "expires: its next event starts a new one (0: never).", minimum=0.0,
                           modes="learn")
@@ -351,7 +354,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "challengers and promotion": ("challengers", "shadow_topic", "promote_on", "promote_margin",
                                   "promote_min_events", "promote_window", "audit_topic"),
     "drift": ("drift_detector", "alerts_topic", "on_drift"),
-    "key scope": ("model_scope", "key_prior", "key_cache_size", "key_ttl"),
+    "key scope": ("model_scope", "key_prior", "key_cache_size", "key_ttl", "key_metrics"),
     "backtests": ("candidates", "labels_delay"),
     "events": ("id_field", "key_field", "ts_field", "x_field", "y_field", "max_event_bytes",
                "max_abs_value", "max_event_features", "max_string_chars", "max_ts_ahead"),
@@ -395,7 +398,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
     kind: Any = type(f.default)
     if kind is tuple:
-        return _challengers(value, source, "candidate" if f.name == "candidates" else "challenger")
+        items = _string_list(value, source)
+        if f.name == "key_metrics":
+            return tuple(dict.fromkeys(items))
+        return _challengers(items, source, "candidate" if f.name == "candidates" else "challenger")
     try:
         if kind is bool:
             out: Any = _BOOLEANS[str(value).strip().lower()]
@@ -429,16 +435,21 @@ def _coerce(f: dataclasses.Field[Any], value: Any, source: str) -> Any:
 CHALLENGER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def _challengers(value: Any, source: str, what: str = "challenger") -> tuple[str, ...]:
-    """``NAME=SPEC`` items, from a list (flags, TOML) or a JSON list (the environment); each name
-    once, none ``champion``. The specs are tried when the learner starts (``check_spec``)."""
+def _string_list(value: Any, source: str) -> list[str]:
+    """A list of strings, from a list (flags, TOML) or a JSON list (the environment)."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except ValueError:
-            raise ConfigError(f"{source}: expected a JSON list of NAME=SPEC, got {value!r}") from None
+            raise ConfigError(f"{source}: expected a JSON list of strings, got {value!r}") from None
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{source}: expected a list of NAME=SPEC strings, got {value!r}")
+        raise ConfigError(f"{source}: expected a list of strings, got {value!r}")
+    return list(value)
+
+
+def _challengers(value: list[str], source: str, what: str = "challenger") -> tuple[str, ...]:
+    """``NAME=SPEC`` items, each name once, none ``champion``. The specs are tried when the
+    learner starts (``check_spec``)."""
     seen: set[str] = set()
     out = []
     for item in value:

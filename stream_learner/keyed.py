@@ -47,6 +47,7 @@ class KeyModel:
     classes: list[Label] = field(default_factory=list)
     features: FeatureBudget = field(default_factory=FeatureBudget)
     last_ts: int = 0  # the record timestamp (ms) of its latest event
+    metrics: PrequentialMetrics | None = None  # a watched key's own (--key-metric)
 
 
 @dataclass
@@ -70,7 +71,7 @@ class KeyedEngine:
 
     def __init__(self, spec: str, task: str = "auto", *, prior: str = "none", ttl_ms: int = 0,
                  window: int = 1000, max_classes: int = MAX_CLASSES, max_features: int = MAX_FEATURES,
-                 learn: bool = True) -> None:
+                 learn: bool = True, watched: frozenset[str] = frozenset()) -> None:
         self.spec = spec
         self._template = build_model(spec)  # copied for each new key: cheaper than building it
         self.task = infer_task(self._template, task)
@@ -79,6 +80,7 @@ class KeyedEngine:
         self.window = window
         self.max_features = max_features
         self.learns = learn
+        self.watched = watched  # keys whose own metrics are kept
         self._classifier = self.task != "regression"
         self._max_classes = 2 if self.task == "binary" else max_classes
 
@@ -95,14 +97,17 @@ class KeyedEngine:
 
     def model_for(self, part: PartitionState, found: KeyModel | None, event: Event) -> KeyModel:
         """The model ``event`` goes to: ``found`` (the key's, from the cache or the store),
-        unless it is missing or expired; then a fresh one, or a copy of the partition's prior."""
-        ts = event.source.timestamp_ms or 0
-        if found is not None and not self.expired(found, ts):
-            return found
-        if found is not None:
-            part.keys_expired += 1
-        part.keys_created += 1
-        return self.started(part)
+        unless it is missing or expired; then a fresh one, or a copy of the partition's prior.
+        A watched key's model keeps metrics of its own from then on."""
+        model = found
+        if model is None or self.expired(model, event.source.timestamp_ms or 0):
+            if model is not None:
+                part.keys_expired += 1
+            part.keys_created += 1
+            model = self.started(part)
+        if model.metrics is None and event.key in self.watched:
+            model.metrics = PrequentialMetrics(self.task, self.window)
+        return model
 
     def started(self, part: PartitionState) -> KeyModel:
         """A new key's model: fresh, or a copy of the partition's prior."""
@@ -141,6 +146,8 @@ class KeyedEngine:
             learn_x(part.prior.model, part.prior.features.admit(event.x), y)
             part.prior.learned += 1
         part.metrics.update(y, prediction.y_pred, prediction.proba)
+        if key_model.metrics is not None:
+            key_model.metrics.update(y, prediction.y_pred, prediction.proba)
         h = id_hash(event.id)
         key_model.learned += 1
         key_model.digest = (key_model.digest + h) & _MASK

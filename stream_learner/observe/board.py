@@ -87,6 +87,7 @@ class Snapshot:
     # and per partition owned or served: {version, metrics}.
     keys: dict[str, int] = field(default_factory=dict)
     partitions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    key_metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # --key-metric's
     pauses: tuple[int, ...] = (0,) * (len(PAUSE_BUCKETS) + 1)  # checkpoint pauses per bucket, +Inf last
     pauses_sum: float = 0.0
     started_at: float = 0.0

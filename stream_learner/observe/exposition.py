@@ -55,6 +55,9 @@ METRICS = (
     "stream_learner_key_cache_hit_ratio",
     "stream_learner_partition_version",
     "stream_learner_partition_prequential",
+    "stream_learner_key_prequential",
+    "stream_learner_partition_checkpoint_bytes",
+    "stream_learner_partition_last_checkpoint_timestamp_seconds",
 )
 # Key scope's figures of key models: the counts that only grow, and the gauges.
 KEY_EVENTS = ("created", "expired", "evicted", "hits", "misses")
@@ -108,14 +111,34 @@ class _BoardCollector(Collector):
         prequential = GaugeMetricFamily(PREFIX + "partition_prequential", "Each owned partition's "
                                         "prequential metrics over its keys, as its checkpoint records them.",
                                         labels=["model", "partition", "metric", "window"])
+        saved = GaugeMetricFamily(PREFIX + "partition_checkpoint_bytes", "Each owned partition's last "
+                                  "checkpoint: its record and the key models it wrote.",
+                                  labels=["model", "partition"])
+        saved_at = GaugeMetricFamily(PREFIX + "partition_last_checkpoint_timestamp_seconds", "When each "
+                                     "owned partition's last checkpoint was written (Unix time).",
+                                     labels=["model", "partition"])
         for partition, figures in sorted(snap.partitions.items()):
             versions.add_metric([*base.values(), str(partition)], figures["version"])
+            if figures.get("checkpoint_at"):
+                saved.add_metric([snap.model, str(partition)], figures["checkpoint_bytes"])
+                saved_at.add_metric([snap.model, str(partition)], figures["checkpoint_at"])
             for name, value in sorted(figures.get("metrics", {}).items()):
                 if value is not None:
                     metric, _, window = name.partition("@")
                     prequential.add_metric([snap.model, str(partition), metric, window or "all"], value)
         yield versions
         yield prequential
+        yield saved
+        yield saved_at
+        own = GaugeMetricFamily(PREFIX + "key_prequential", "The prequential metrics of each key named "
+                                "by --key-metric, over its own events.",
+                                labels=["model", "key", "metric", "window"])
+        for key, figures in sorted(snap.key_metrics.items()):
+            for name, value in sorted(figures.items()):
+                if value is not None:
+                    metric, _, window = name.partition("@")
+                    own.add_metric([snap.model, key, metric, window or "all"], value)
+        yield own
 
     def _stream(self, snap: Snapshot, base: dict[str, str]) -> Iterator[Metric]:
         lag = GaugeMetricFamily(PREFIX + "consumer_lag", "Records not read yet: the end offset minus "

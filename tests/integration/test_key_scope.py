@@ -114,16 +114,20 @@ def test_every_keys_predictions_and_model_equal_rivers_on_that_keys_events_alone
     topic: Callable[..., str], tmp_path: Path,
 ) -> None:
     port = free_port()
-    settings = key_settings(kafka, redis_server, unique, topic, key_cache_size=8, http_port=port)
+    settings = key_settings(kafka, redis_server, unique, topic, key_cache_size=8, http_port=port,
+                            key_metrics=("k-3", "k-11"))
     stream = keyed_event_bytes(phishing(), keys=25)
     produce(kafka.bootstrap, settings.events_topic, [(k, raw) for k, _, raw in stream])
     learner = start(settings, tmp_path / "learner.log")
     models: dict[str, Any] = {}
-    accuracy = metrics.Accuracy()
+    accuracy, own = metrics.Accuracy(), {k: metrics.Accuracy() for k in settings.key_metrics}
     for key, _, raw in stream:  # prequential over all keys: each key by its own model
         x, y = _parse(raw)
         model = models.setdefault(key, preprocessing.StandardScaler() | linear_model.LogisticRegression())
-        accuracy.update(y, model.predict_one(x))
+        y_pred = model.predict_one(x)
+        accuracy.update(y, y_pred)
+        if key in own:
+            own[key].update(y, y_pred)
         model.learn_one(x, y)
     try:
         wait_for("every event checkpointed", lambda: covered(settings) == len(stream), timeout=120, every=0.2)
@@ -146,6 +150,11 @@ def test_every_keys_predictions_and_model_equal_rivers_on_that_keys_events_alone
     assert value(figures, "stream_learner_key_events_total", event="created") == 25
     assert value(figures, "stream_learner_key_events_total", event="evicted") > 0  # 25 keys, 8 cached
     assert 0 < value(figures, "stream_learner_key_cache_hit_ratio") < 1
+    for key, oracle in own.items():
+        assert value(figures, "stream_learner_key_prequential", key=key, metric="Accuracy",
+                     window="all") == round(oracle.get(), 6)
+    for p in versions:
+        assert value(figures, "stream_learner_partition_checkpoint_bytes", partition=p) > 0
 
 
 def test_a_learner_paused_past_its_partitions_ownership_writes_nothing_when_it_wakes(
