@@ -5,15 +5,13 @@ server that does not answer, ``CheckpointError`` for one that refuses."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-import redis
+from typing import Any, ClassVar
 
 from stream_learner.checkpoint import Record
-from stream_learner.config import Settings
-from stream_learner.errors import CheckpointError, StoreUnavailable
+from stream_learner.errors import CheckpointError
 from stream_learner.state.base import fenced, number, out_of_order
 from stream_learner.state.keyed_base import CHANGES_KEPT, SWEEP_LIMIT, PartitionSave, reaches_back
+from stream_learner.state.redis_client import RedisClient
 
 # KEYS: fence
 # return: the new fencing token
@@ -52,32 +50,9 @@ return {'ok', removed}
 """
 
 
-class RedisKeyedStore:
+class RedisKeyedStore(RedisClient):
     shared = True
-
-    def __init__(self, url: str, prefix: str = "stream-learner", **client_options: Any) -> None:
-        self._url = url
-        self._prefix = prefix
-        self._options = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, **client_options}
-        self._client: redis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> RedisKeyedStore:
-        timeout = settings.redis_timeout
-        return cls(settings.redis_url, settings.key_prefix, socket_timeout=timeout,
-                   socket_connect_timeout=min(timeout, 5.0))
-
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            try:
-                self._client = redis.Redis.from_url(self._url, **self._options)
-            except ValueError as exc:
-                raise StoreUnavailable(f"--redis-url: {exc}") from None
-            self._scripts = {"claim": self._client.register_script(_CLAIM),
-                             "save": self._client.register_script(_SAVE)}
-        return self._client
+    SCRIPTS: ClassVar[dict[str, str]] = {"claim": _CLAIM, "save": _SAVE}
 
     def key(self, model: str, partition: int, suffix: str) -> str:
         return f"{{{self._prefix}:{model}#{partition}}}:{suffix}"
@@ -85,20 +60,9 @@ class RedisKeyedStore:
     def _keys(self, model: str, partition: int, *suffixes: str) -> list[str]:
         return [self.key(model, partition, s) for s in suffixes]
 
-    def _call(self, what: str, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except redis.ConnectionError as exc:
-            raise StoreUnavailable(f"Redis unreachable while {what}: {exc}") from None
-        except redis.TimeoutError as exc:
-            raise StoreUnavailable(f"Redis timed out while {what}: {exc}") from None
-        except redis.RedisError as exc:
-            raise CheckpointError(f"Redis refused {what}: {type(exc).__name__}: {exc}") from None
-
     def claim(self, model: str, partition: int) -> int:
-        _ = self.client
-        token = self._call(f"claiming partition {partition} of model {model}", self._scripts["claim"],
-                           self._keys(model, partition, "fence"), [])
+        token = self._script("claim", f"claiming partition {partition} of model {model}",
+                             self._keys(model, partition, "fence"), [])
         return int(token)
 
     def partition(self, model: str, partition: int) -> Record | None:
@@ -113,7 +77,6 @@ class RedisKeyedStore:
         return Record(found[1], found[2], found[3].decode(errors="replace"), f"{model}#{partition}", version)
 
     def save_partition(self, model: str, save: PartitionSave) -> int:
-        _ = self.client
         where = f"{model}#{save.partition}"
         record = save.record
         args: list[Any] = [save.token, save.version, record.header, record.payload, record.signature,
@@ -121,8 +84,8 @@ class RedisKeyedStore:
         for key, blob in save.models.items():
             args += [key, blob, save.seen[key]]
         keys = self._keys(model, save.partition, "fence", "meta", "models", "seen", "changed")
-        outcome, value = self._call(f"saving partition {save.partition} of model {model} v{save.version}",
-                                    self._scripts["save"], keys, args)
+        outcome, value = self._script("save", f"saving partition {save.partition} of model {model} "
+                                      f"v{save.version}", keys, args)
         if outcome == b"fenced":
             raise fenced(where, save.token, int(value))
         if outcome == b"order":
@@ -161,8 +124,3 @@ class RedisKeyedStore:
         found = self._call(f"listing the keys of partition {partition} of model {model}", self.client.hkeys,
                            self.key(model, partition, "models"))
         return sorted(k.decode() for k in found)
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None

@@ -6,13 +6,10 @@ Keys and their layout: ``stream_learner.state.base``.
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import redis
+from typing import Any, ClassVar
 
 from stream_learner.checkpoint import Record
-from stream_learner.config import Settings
-from stream_learner.errors import CheckpointError, NoCheckpoint, StoreUnavailable
+from stream_learner.errors import CheckpointError, NoCheckpoint
 from stream_learner.state.base import (
     CHUNK_BYTES,
     MAX_CHECKPOINT_BYTES,
@@ -24,6 +21,7 @@ from stream_learner.state.base import (
     number,
     out_of_order,
 )
+from stream_learner.state.redis_client import RedisClient
 
 # KEYS: fence, lease. ARGV: ttl ms, owner. The new token, or false when another owner holds it.
 _ACQUIRE = """
@@ -111,60 +109,26 @@ return 'ok'
 """
 
 
-class RedisStore:
+class RedisStore(RedisClient):
     """Checkpoints in Redis. Connects lazily: the constructor does no network I/O. A forked
     child may use it: redis-py opens fresh connections in a new process."""
 
     shared = True
+    SCRIPTS: ClassVar[dict[str, str]] = {"acquire": _ACQUIRE, "renew": _RENEW, "release": _RELEASE,
+                                         "save": _SAVE, "reset": _RESET, "point": _POINT}
 
     def __init__(self, url: str, prefix: str = "stream-learner", *, chunk_bytes: int = CHUNK_BYTES,
                  max_bytes: int = MAX_CHECKPOINT_BYTES, **client_options: Any) -> None:
-        self._url = url
-        self._prefix = prefix
+        super().__init__(url, prefix, **client_options)
         self._chunk = chunk_bytes
         self._max = max_bytes
-        self._options = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, **client_options}
-        self._client: redis.Redis | None = None
-        self._scripts: dict[str, Any] = {}
-
-    @classmethod
-    def for_settings(cls, settings: Settings) -> RedisStore:
-        timeout = settings.redis_timeout
-        return cls(settings.redis_url, settings.key_prefix, socket_timeout=timeout,
-                   socket_connect_timeout=min(timeout, 5.0))
 
     def clone(self) -> RedisStore:
         return RedisStore(self._url, self._prefix, chunk_bytes=self._chunk, max_bytes=self._max,
                           **self._options)
 
-    @property
-    def client(self) -> redis.Redis:
-        if self._client is None:
-            try:
-                self._client = redis.Redis.from_url(self._url, **self._options)
-            except ValueError as exc:
-                raise StoreUnavailable(f"--redis-url: {exc}") from None
-            for name, source in (("acquire", _ACQUIRE), ("renew", _RENEW), ("release", _RELEASE),
-                                 ("save", _SAVE), ("reset", _RESET), ("point", _POINT)):
-                self._scripts[name] = self._client.register_script(source)
-        return self._client
-
     def key(self, model: str, suffix: str) -> str:
         return f"{{{self._prefix}:{model}}}:{suffix}"
-
-    def _call(self, what: str, fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except redis.ConnectionError as exc:
-            raise StoreUnavailable(f"Redis unreachable while {what}: {exc}") from None
-        except redis.TimeoutError as exc:
-            raise StoreUnavailable(f"Redis timed out while {what}: {exc}") from None
-        except redis.RedisError as exc:
-            raise CheckpointError(f"Redis refused {what}: {type(exc).__name__}: {exc}") from None
-
-    def _script(self, name: str, what: str, keys: list[str], args: list[Any]) -> Any:
-        _ = self.client
-        return self._call(what, self._scripts[name], keys, args)
 
     def _lease_keys(self, model: str) -> list[str]:
         return [self.key(model, "fence"), self.key(model, "lease")]
@@ -297,8 +261,3 @@ class RedisStore:
         value: bytes | None = self._call("reading the operator's request", self.client.get,
                                          self.key(model, "request"))
         return value
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
