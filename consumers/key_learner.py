@@ -20,7 +20,7 @@ from consumers.kafka_io import Poller, Publisher, source_of
 from consumers.partitions import Owned, Partitions
 from consumers.progress import Progress
 from stream_learner.config import Settings
-from stream_learner.errors import InvalidEvent
+from stream_learner.errors import InvalidEvent, StoreUnavailable
 from stream_learner.events import Event, Partition, decode_event, encode_prediction
 from stream_learner.key_cache import KeyCache
 from stream_learner.keyed import KeyedEngine, KeyModel, key_of
@@ -29,6 +29,8 @@ from stream_learner.observe.board import Board
 from stream_learner.state.keyed_base import KeyedStore
 
 log = logging.getLogger("stream_learner.learner")
+
+RETRY_S = 1.0  # the wait before a batch goes on while the store is out
 
 
 class KeyLearner:
@@ -51,6 +53,7 @@ class KeyLearner:
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
         self.closing = False
+        self.store_out = False  # key models could not be read: said once
         self.last_commit = time.monotonic()
         self.watched_models: dict[str, KeyModel] = {}  # --key-metric's keys, by their latest models
 
@@ -79,8 +82,9 @@ class KeyLearner:
         poller = Poller(self.consumer, s.max_poll_records, 0.1, s.busy_poll_ms / 1000)
         progress = Progress(s.progress_interval)
         while not stop.is_set():
-            batch = poller()
-            self.handle_batch(batch.records)
+            records = poller().records
+            while not self.handle_batch(records) and not stop.wait(RETRY_S):
+                pass  # the store is out: the rest of the batch once it answers
             self.publisher.reap()
             self.letters.summarise()
             now = time.monotonic()
@@ -115,13 +119,15 @@ class KeyLearner:
                             for o in owned}, learned_total=sum(state.learned for state in states),
                 key_metrics={k: m.metrics.report() for k, m in self.watched_models.items() if m.metrics})
 
-    def handle_batch(self, records: list[Record]) -> None:
-        """Decode the batch, read its keys' models missing from the cache, then each record."""
+    def handle_batch(self, records: list[Record]) -> bool:
+        """Decode the batch, read its keys' models missing from the cache, then each record not
+        handled yet; False when the store is out (the rest waits for it)."""
         decoded: list[tuple[Record, Event | InvalidEvent]] = []
         wanted: dict[int, list[str]] = {}
         for record in records:
-            if record.partition() not in self.partitions.owned:
-                continue  # fenced: another learner owns it now
+            owned = self.partitions.owned.get(record.partition() or 0)
+            if owned is None or (owned.offset is not None and (record.offset() or 0) < owned.offset):
+                continue  # fenced (another learner owns it now), or handled before the store went out
             try:
                 event = decode_event(record.value(), source_of(record), self.fields, self.engine.task,
                                      self.limits)
@@ -131,12 +137,23 @@ class KeyLearner:
             decoded.append((record, event))
             if event.key is not None:
                 wanted.setdefault(record.partition() or 0, []).append(event.key)
-        for partition, keys in wanted.items():
-            self.partitions.load(partition, keys)
-        for record, found in decoded:
-            owned = self.partitions.owned.get(record.partition() or 0)
-            if owned is not None:
-                self.handle(owned, record, found)
+        try:
+            for partition, keys in wanted.items():
+                self.partitions.load(partition, keys)
+            for record, found in decoded:
+                owned = self.partitions.owned.get(record.partition() or 0)
+                if owned is not None:
+                    self.handle(owned, record, found)
+        except StoreUnavailable as exc:
+            # Said once while it lasts: the batch is tried again every RETRY_S.
+            (log.debug if self.store_out else log.warning)("cannot read key models now, trying again "
+                                                           "every %g s: %s", RETRY_S, exc)
+            self.store_out = True
+            return False
+        if self.store_out:
+            log.info("the store answers again")
+            self.store_out = False
+        return True
 
     def handle(self, owned: Owned, record: Record, found: Event | InvalidEvent) -> None:
         """One record: its prediction or its dead letter, then the partition's offset past it."""

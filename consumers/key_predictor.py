@@ -51,6 +51,7 @@ class KeyPredictor:
         self.letters: DeadLetters | None = None
         self.positions: dict[Partition, int] = {}
         self.closing = False
+        self.store_out = False  # key models could not be read: said once
         self.last_commit = self.refreshed = time.monotonic()
 
     def run(self, stop: threading.Event) -> None:
@@ -125,8 +126,14 @@ class KeyPredictor:
             for record, found in decoded:
                 self.handle(record, found)
         except StoreUnavailable as exc:
-            log.warning("cannot read key models now, trying again in %g s: %s", RETRY_S, exc)
+            # Said once while it lasts: the batch is tried again every RETRY_S.
+            (log.debug if self.store_out else log.warning)("cannot read key models now, trying again "
+                                                           "every %g s: %s", RETRY_S, exc)
+            self.store_out = True
             return False
+        if self.store_out:
+            log.info("the store answers again")
+            self.store_out = False
         return True
 
     def handle(self, record: Record, found: Event | InvalidEvent) -> None:

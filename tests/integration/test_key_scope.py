@@ -7,6 +7,7 @@ past their partitions' ownership, joined by a third and left by it."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -17,14 +18,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from river import linear_model, metrics, preprocessing
 
+from consumers.key_learner import KeyLearner
 from stream_learner.config import Settings
 from stream_learner.engine import id_hash
 from stream_learner.key_records import key_slot, open_key, open_partition
 from stream_learner.keyed import KeyModel, PartitionState
 from stream_learner.state.keyed_redis import RedisKeyedStore
-from tests.integration.helpers import make_settings, phishing, produce, read_all, wait_for
+from tests.integration.helpers import (
+    InThread,
+    kafka_clients,
+    make_settings,
+    phishing,
+    produce,
+    read_all,
+    wait_for,
+)
 from tests.integration.test_chaos import Feeder
 from tests.integration.test_http import Samples, samples, value
 from tools.events import keyed_event_bytes
@@ -368,3 +379,38 @@ def _bytes_per_key_model(spec: str, rows: list[Any]) -> float:
         return tracemalloc.get_traced_memory()[0] / 2000
     finally:
         tracemalloc.stop()
+
+
+def test_a_stalled_redis_holds_the_key_learner_up_and_loses_nothing(
+    kafka: KafkaBroker, unique: Callable[[str], str], topic: Callable[..., str], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    assert redis.proc is not None
+    try:
+        # A cache of 3 for 20 keys: the learner needs Redis for most events.
+        settings = key_settings(kafka, redis, unique, topic, key_cache_size=3, redis_timeout=0.5)
+        stream = keyed_event_bytes(phishing()[:900], keys=20)
+        produce(kafka.bootstrap, settings.events_topic, [(k, raw) for k, _, raw in stream[:300]])
+        store = RedisKeyedStore.for_settings(settings)
+        learner = InThread(KeyLearner(settings, store, kafka_clients(settings)))
+        wait_for("the first events checkpointed", lambda: covered(settings) == 300, timeout=60, every=0.2)
+        caplog.set_level(logging.INFO)
+        os.kill(redis.proc.pid, signal.SIGSTOP)
+        try:
+            produce(kafka.bootstrap, settings.events_topic, [(k, raw) for k, _, raw in stream[300:]])
+            wait_for("the learner to wait for Redis", timeout=30, every=0.1, condition=lambda: any(
+                "cannot read key models now" in r.getMessage() for r in caplog.records))
+            learner.check()
+        finally:
+            os.kill(redis.proc.pid, signal.SIGCONT)
+        wait_for("every event checkpointed", lambda: covered(settings) == len(stream), timeout=60, every=0.2)
+        learner.stop()
+        waits = [r for r in caplog.records if "cannot read key models now" in r.getMessage()
+                 and r.levelno >= logging.WARNING]
+        assert len(waits) == 1  # said once while it lasted, not once a second
+        assert any("the store answers again" in r.getMessage() for r in caplog.records)
+        check_against_the_oracle(settings, stream)
+    finally:
+        redis.stop()
