@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from river import linear_model, preprocessing
 
 from consumers.clients.memory import MemoryBroker, MemoryClients
@@ -108,3 +110,27 @@ def test_an_event_without_a_key_is_dead_lettered_once_with_its_reason() -> None:
     letters = [dict(r.headers() or []) for part in broker.topics["dlq"] for r in part]
     assert [h["reason"] for h in letters] == [b"missing_key"]
     assert learner.letters is not None and learner.letters.counts == {"missing_key": 1}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.text(max_size=300), min_size=1, max_size=40))
+def test_any_string_is_a_key_of_its_own(keys: list[str]) -> None:
+    """Empty, huge, NUL, '#', '{', '}', any script: each key's events go to its model alone."""
+    broker, store = MemoryBroker(), MemoryKeyedStore()
+    broker.create("events", PARTITIONS)
+    expected: Counter[str] = Counter()
+    for i, key in enumerate(keys):
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in key):
+            continue  # lone surrogates are not UTF-8: refused as bad_utf8, tested elsewhere
+        raw = json.dumps({"id": f"e-{i}", "key": key, "x": {"a": float(i)}, "y": i % 2 == 0}).encode()
+        broker.append("events", raw, key.encode())
+        expected[key] += 1
+    small = replace(SETTINGS, model_spec="linear_model.LogisticRegression()")
+    run_until(store, broker, sum(expected.values()), small)
+    found: Counter[str] = Counter()
+    for p in range(PARTITIONS):
+        names = store.key_names("m", p)
+        for name, blob in zip(names, store.key_models("m", p, names), strict=True):
+            assert blob is not None
+            found[name] += open_key(blob, slot=key_slot("m", p, name), keys=SETTINGS.signing_keys()).learned
+    assert found == expected
