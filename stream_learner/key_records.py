@@ -4,7 +4,7 @@ A partition's checkpoint is a checkpoint record (``stream_learner.checkpoint``) 
 ``MODEL#PARTITION``: its header holds the partition's next offset, version, token and figures,
 its payload the pickled ``PartitionState``. A key's model is a smaller record: ``b"SLK1"``, the
 key id, the HMAC-SHA256 of (slot, runtime, payload), the runtime (River's and Python's minor
-versions) and the pickled ``KeyModel``, where the slot is ``MODEL#PARTITION#KEY``: a record
+versions) and the pickled ``KeyModel``, where the slot is ``["MODEL", PARTITION, "KEY"]``: a record
 moved to another key, partition or model does not verify. Both are verified before a byte is
 unpickled, and unpickled with the allow-list.
 
@@ -16,13 +16,14 @@ unpickled, and unpickled with the allow-list.
 >>> open_key(blob, slot=key_slot("m", 3, "bob"), keys={"k1": b"s"})
 Traceback (most recent call last):
 ...
-stream_learner.errors.IntegrityError: key model m#3#bob: signature does not match ...
+stream_learner.errors.IntegrityError: key model ["m", 3, "bob"]: signature does not match ...
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import pickle
 from collections.abc import Mapping
 from typing import Any
@@ -42,7 +43,9 @@ def partition_slot(model: str, partition: int) -> str:
 
 
 def key_slot(model: str, partition: int, key: str) -> str:
-    return f"{model}#{partition}#{key}"
+    """The slot a key's record is signed for, as JSON: a model name and a key may hold any
+    character, so no separator could keep two slots apart."""
+    return json.dumps([model, partition, key])
 
 
 def _runtime() -> bytes:

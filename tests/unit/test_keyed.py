@@ -152,6 +152,8 @@ def test_a_key_record_verifies_only_in_its_own_slot_and_unpickles_only_allowed_c
     slot = key_slot("m", 0, "alice")
     blob = seal_key(model, slot=slot, key_id="k1", secret=b"secret")
     assert open_key(blob, slot=slot, keys={"k1": b"secret"}).learned == 0
+    # Any character may be in a model's name or a key: no two slots are written alike.
+    assert key_slot("m", 0, "1#k") != key_slot("m#0", 1, "k")
     for wrong in (key_slot("m", 1, "alice"), key_slot("n", 0, "alice"), key_slot("m", 0, "bob")):
         with pytest.raises(IntegrityError, match="signature does not match"):
             open_key(blob, slot=wrong, keys={"k1": b"secret"})
