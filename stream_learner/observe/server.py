@@ -179,6 +179,7 @@ class HttpServer:
         points, versions, marks = self.board.history(since)
         doc = asdict(snap)
         doc["lags"] = [{"topic": t, "partition": p, "lag": n} for (t, p), n in sorted(snap.lags.items())]
+        doc["partitions"] = [{"partition": p, **figures} for p, figures in sorted(snap.partitions.items())]
         doc.update(healthy=snap.healthy, ready=snap.ready, points=[asdict(p) for p in points],
                    versions=[{"at": at, "version": v} for at, v in versions],
                    marks=[asdict(m) for m in marks])

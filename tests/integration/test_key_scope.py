@@ -151,6 +151,11 @@ def test_every_keys_predictions_and_model_equal_rivers_on_that_keys_events_alone
             return figures if shown == versions else None
 
         figures = wait_for("the partitions' versions on /metrics", exported, timeout=30, every=0.3)
+        status, body = call(f"http://127.0.0.1:{port}/api/status")
+        assert status == 200, body  # the dashboard's feed
+        doc = json.loads(body)
+        assert [p["partition"] for p in doc["partitions"]] == list(range(PARTITIONS))
+        assert doc["keys"]["created"] == 25 and doc["ready"]
     finally:
         stop(learner)
     assert learner.returncode == 0, (tmp_path / "learner.log").read_text()[-3000:]
