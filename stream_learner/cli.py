@@ -291,12 +291,12 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     from stream_learner.state.keyed_redis import RedisKeyedStore
 
     _require_key(settings)
+    if settings.model_scope == "key" and settings.pin_version:
+        raise ConfigError("--pin-version: not with --model-scope key (each partition has its versions)")
     log.info("serve: settings %s", settings.redacted())
     clients = _clients(settings)
     predictor: Predictor | KeyPredictor
     if settings.model_scope == "key":
-        if settings.pin_version:
-            raise ConfigError("--pin-version: not with --model-scope key (each partition has its versions)")
         predictor = KeyPredictor(settings, RedisKeyedStore.for_settings(settings), clients)
     else:
         predictor = Predictor(settings, _store(settings), clients)

@@ -73,6 +73,13 @@ def test_version_and_the_log_level_before_after_the_command_and_from_the_environ
     (["produce", "--dataset", "NoSuchSet"], "--dataset: 'NoSuchSet' is not a River dataset"),
     (["produce"], "one of the arguments --dataset --file is required"),
     (["learn", "--config", "/nonexistent.toml"], "--config /nonexistent.toml: no such file"),
+    (["learn", "--hmac-key", "k", "--model-scope", "key", "--challenger", "b=tree.HoeffdingTreeClassifier()"],
+     "--challenger: not with --model-scope key"),
+    (["learn", "--hmac-key", "k", "--model-scope", "key", "--labels-topic", "labels"],
+     "--labels-topic: not with --model-scope key"),
+    (["learn", "--hmac-key", "k", "--key-metric", "alice"], "--key-metric: only with --model-scope key"),
+    (["serve", "--hmac-key", "k", "--model-scope", "key", "--pin-version", "3"],
+     "--pin-version: not with --model-scope key"),
 ])
 def test_usage_errors_exit_2_and_name_the_flag(capsys: pytest.CaptureFixture[str], argv: list[str],
                                                 needle: str, monkeypatch: pytest.MonkeyPatch) -> None:
