@@ -68,7 +68,7 @@ class FrozenKeys:
                     self.cache.drop(p)
                 else:
                     for key in changed:
-                        self.cache.entries.pop((p, key), None)
+                        self.cache.forget(p, key)
             moved += 1
         self.reloads += moved
         return moved
@@ -81,7 +81,7 @@ class FrozenKeys:
             version = self.version(partition)
             found = self.store.key_models(self.settings.model, partition, missing)
             for key, blob in zip(missing, found, strict=True):
-                self._keep(partition, key, blob, version)
+                self._keep(partition, key, blob, version, ahead=True)
 
     def model(self, partition: int, key: str) -> Served:
         """The key's model as the store has it (a new key's: what it would start from)."""
@@ -93,7 +93,8 @@ class FrozenKeys:
             found = self._keep(partition, key, blob, version)
         return found
 
-    def _keep(self, partition: int, key: str, blob: bytes | None, version: int) -> Served:
+    def _keep(self, partition: int, key: str, blob: bytes | None, version: int, *, ahead: bool = False
+              ) -> Served:
         s = self.settings
         if blob is None:
             with self._lock:
@@ -107,5 +108,5 @@ class FrozenKeys:
             served = (model, version)
         with self._lock:
             if self.version(partition) == version:  # else a newer version came meanwhile
-                self.cache.put(partition, key, served)
+                self.cache.put(partition, key, served, read=ahead)
         return served

@@ -17,11 +17,12 @@ import time
 from consumers.clients.base import Clients, Consumer, Record
 from consumers.dead_letters import Author, DeadLetters
 from consumers.kafka_io import Poller, Publisher, source_of
+from consumers.key_batches import RETRY_S, StoreOutage, decode_batch
 from consumers.partitions import Owned, Partitions
 from consumers.progress import Progress
 from stream_learner.config import Settings
 from stream_learner.errors import InvalidEvent, StoreUnavailable
-from stream_learner.events import Event, Partition, decode_event, encode_prediction
+from stream_learner.events import Event, Partition, encode_prediction
 from stream_learner.key_cache import KeyCache
 from stream_learner.keyed import KeyedEngine, KeyModel, key_of
 from stream_learner.metrics import merged
@@ -29,8 +30,6 @@ from stream_learner.observe.board import Board
 from stream_learner.state.keyed_base import KeyedStore
 
 log = logging.getLogger("stream_learner.learner")
-
-RETRY_S = 1.0  # the wait before a batch goes on while the store is out
 
 
 class KeyLearner:
@@ -53,7 +52,7 @@ class KeyLearner:
         self.publisher: Publisher | None = None
         self.letters: DeadLetters | None = None
         self.closing = False
-        self.store_out = False  # key models could not be read: said once
+        self.outage = StoreOutage()
         self.last_commit = time.monotonic()
         self.watched_models: dict[str, KeyModel] = {}  # --key-metric's keys, by their latest models
 
@@ -103,7 +102,7 @@ class KeyLearner:
         assert self.consumer is not None and self.letters is not None
         owned = self.partitions.owned.values()
         self.board.batch(events=self.events, predicted=self.predicted,
-                         learned=sum(o.state.learned for o in owned), dead_letters=self.letters.counts,
+                         learned=self.engine.learned, dead_letters=self.letters.counts,
                          version=max((o.version for o in owned), default=0))
         if self.board.due():
             states = [o.state for o in owned]
@@ -112,8 +111,7 @@ class KeyLearner:
             self.board.set(keys={
                 "cached": len(cache), "dirty": cache.dirty_count(), "evicted": cache.evicted,
                 "hits": cache.hits, "misses": cache.misses,
-                "created": sum(state.keys_created for state in states),
-                "expired": sum(state.keys_expired for state in states)},
+                "created": self.engine.keys_created, "expired": self.engine.keys_expired},
                 partitions={o.partition: {"version": o.version, "metrics": o.state.metrics.report(),
                                           "checkpoint_bytes": o.last_bytes, "checkpoint_at": o.last_at}
                             for o in owned}, learned_total=sum(state.learned for state in states),
@@ -122,21 +120,13 @@ class KeyLearner:
     def handle_batch(self, records: list[Record]) -> bool:
         """Decode the batch, read its keys' models missing from the cache, then each record not
         handled yet; False when the store is out (the rest waits for it)."""
-        decoded: list[tuple[Record, Event | InvalidEvent]] = []
-        wanted: dict[int, list[str]] = {}
+        todo = []
         for record in records:
             owned = self.partitions.owned.get(record.partition() or 0)
-            if owned is None or (owned.offset is not None and (record.offset() or 0) < owned.offset):
-                continue  # fenced (another learner owns it now), or handled before the store went out
-            try:
-                event = decode_event(record.value(), source_of(record), self.fields, self.engine.task,
-                                     self.limits)
-            except InvalidEvent as exc:
-                decoded.append((record, exc))
-                continue
-            decoded.append((record, event))
-            if event.key is not None:
-                wanted.setdefault(record.partition() or 0, []).append(event.key)
+            if owned is not None and (owned.offset is None or (record.offset() or 0) >= owned.offset):
+                todo.append(record)  # not fenced (another's now), nor handled before the store went out
+        decoded, wanted = decode_batch(todo, self.fields, self.engine.task, self.limits)
+        self.partitions.absent.clear()
         try:
             for partition, keys in wanted.items():
                 self.partitions.load(partition, keys)
@@ -145,14 +135,9 @@ class KeyLearner:
                 if owned is not None:
                     self.handle(owned, record, found)
         except StoreUnavailable as exc:
-            # Said once while it lasts: the batch is tried again every RETRY_S.
-            (log.debug if self.store_out else log.warning)("cannot read key models now, trying again "
-                                                           "every %g s: %s", RETRY_S, exc)
-            self.store_out = True
+            self.outage.failed(exc)
             return False
-        if self.store_out:
-            log.info("the store answers again")
-            self.store_out = False
+        self.outage.answered()
         return True
 
     def handle(self, owned: Owned, record: Record, found: Event | InvalidEvent) -> None:

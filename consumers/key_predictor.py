@@ -19,9 +19,10 @@ from consumers.clients.base import BROKER_DEFAULT_RECORD_BYTES, Clients, Consume
 from consumers.dead_letters import Author, DeadLetters
 from consumers.frozen_keys import FrozenKeys
 from consumers.kafka_io import Poller, Publisher, source_of
+from consumers.key_batches import RETRY_S, StoreOutage, decode_batch
 from stream_learner.config import Settings
 from stream_learner.errors import InvalidEvent, StoreUnavailable
-from stream_learner.events import Event, Partition, Prediction, decode_event, encode_prediction
+from stream_learner.events import Event, Partition, Prediction, encode_prediction
 from stream_learner.keyed import KeyedEngine, key_of
 from stream_learner.observe.board import Board
 from stream_learner.state.keyed_base import KeyedStore
@@ -29,7 +30,6 @@ from stream_learner.state.keyed_base import KeyedStore
 log = logging.getLogger("stream_learner.predictor")
 
 REFRESH_S = 0.2  # how often the partitions' versions are asked for
-RETRY_S = 1.0  # the wait before a batch is tried again while the store is out
 
 
 class KeyPredictor:
@@ -51,7 +51,7 @@ class KeyPredictor:
         self.letters: DeadLetters | None = None
         self.positions: dict[Partition, int] = {}
         self.closing = False
-        self.store_out = False  # key models could not be read: said once
+        self.outage = StoreOutage()
         self.last_commit = self.refreshed = time.monotonic()
 
     def run(self, stop: threading.Event) -> None:
@@ -107,33 +107,18 @@ class KeyPredictor:
 
     def handle_batch(self, records: list[Record]) -> bool:
         """Answer the records from the first not yet answered; False if the store is out."""
-        done = sum(1 for r in records if self.positions.get((r.topic() or "", r.partition() or 0), -1)
-                   > (r.offset() or 0))
-        todo = records[done:]
-        decoded: list[tuple[Record, Event | InvalidEvent]] = []
-        wanted: dict[int, list[str]] = {}
-        for record in todo:
-            try:
-                event = decode_event(record.value(), source_of(record), self.fields, self.engine.task,
-                                     self.limits)
-                wanted.setdefault(record.partition() or 0, []).append(key_of(event))
-                decoded.append((record, event))
-            except InvalidEvent as exc:
-                decoded.append((record, exc))
+        todo = [r for r in records
+                if self.positions.get((r.topic() or "", r.partition() or 0), -1) <= (r.offset() or 0)]
+        decoded, wanted = decode_batch(todo, self.fields, self.engine.task, self.limits)
         try:
             for partition, keys in wanted.items():
                 self.keys.prefetch(partition, keys)
             for record, found in decoded:
                 self.handle(record, found)
         except StoreUnavailable as exc:
-            # Said once while it lasts: the batch is tried again every RETRY_S.
-            (log.debug if self.store_out else log.warning)("cannot read key models now, trying again "
-                                                           "every %g s: %s", RETRY_S, exc)
-            self.store_out = True
+            self.outage.failed(exc)
             return False
-        if self.store_out:
-            log.info("the store answers again")
-            self.store_out = False
+        self.outage.answered()
         return True
 
     def handle(self, record: Record, found: Event | InvalidEvent) -> None:

@@ -64,6 +64,7 @@ class Partitions:
         self.cache = cache
         self.owned: dict[int, Owned] = {}
         self.uncommitted: dict[int, int] = {}  # partition -> checkpointed offset Kafka has not heard of
+        self.absent: set[tuple[int, str]] = set()  # keys the store had no model of, this batch
 
     def take(self, partition: int) -> Owned:
         """Claim the partition and go on from its checkpoint (a fresh state before its first)."""
@@ -88,18 +89,21 @@ class Partitions:
 
     def load(self, partition: int, keys: list[str]) -> None:
         """Bring the keys' models that are not in the cache into it, in one store read (a
-        batch's: the cache may let some go again before their events come)."""
+        batch's: the cache may let some go again before their events come). The keys the store
+        has no model of are noted, so that their events need no read of their own."""
         missing = [k for k in dict.fromkeys(keys) if not self.cache.has(partition, k)]
         if missing:
             for key, blob in zip(missing, self.store.key_models(self.settings.model, partition, missing),
                                  strict=True):
-                if blob is not None:
-                    self.cache.put(partition, key, self._open(partition, key, blob))
+                if blob is None:
+                    self.absent.add((partition, key))
+                else:
+                    self.cache.put(partition, key, self._open(partition, key, blob), read=True)
 
     def model(self, partition: int, key: str) -> KeyModel | None:
         """The key's model: from the cache, else from the store; None when it has none."""
         found = self.cache.get(partition, key)
-        if found is None:
+        if found is None and (partition, key) not in self.absent:
             blob = self.store.key_models(self.settings.model, partition, [key])[0]
             if blob is not None:
                 found = self._open(partition, key, blob)
@@ -148,6 +152,7 @@ class Partitions:
             self.release(p)
             return None
         owned.state.keys_expired += removed
+        self.engine.keys_expired += removed
         owned.version, owned.since, owned.saved_at, owned.failures = save.version, 0, time.monotonic(), 0
         owned.last_bytes = len(record.payload) + sum(len(b) for b in blobs.values())
         owned.last_at = time.time()

@@ -24,29 +24,40 @@ class KeyCache(Generic[T]):
         self.size = size
         self.entries: OrderedDict[tuple[int, str], T] = OrderedDict()
         self.dirty: dict[int, set[str]] = {}  # partition -> keys changed since its checkpoint
+        self._read: set[tuple[int, str]] = set()  # read from the store ahead, not asked for yet
         self.hits = self.misses = self.evicted = 0
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def get(self, partition: int, key: str) -> T | None:
-        found = self.entries.get((partition, key))
+        """The key's value, counted a hit; a miss when it is not here, or was read from the
+        store ahead of this ask (``put(read=True)``)."""
+        entry = (partition, key)
+        found = self.entries.get(entry)
         if found is None:
             self.misses += 1
             return None
-        self.hits += 1
-        self.entries.move_to_end((partition, key))
+        if entry in self._read:
+            self._read.discard(entry)
+            self.misses += 1
+        else:
+            self.hits += 1
+        self.entries.move_to_end(entry)
         return found
 
     def has(self, partition: int, key: str) -> bool:
         return (partition, key) in self.entries
 
-    def put(self, partition: int, key: str, value: T, *, changed: bool = False) -> None:
-        """Keep ``value``, the most recent now; ``changed``: until its partition's checkpoint."""
+    def put(self, partition: int, key: str, value: T, *, changed: bool = False, read: bool = False) -> None:
+        """Keep ``value``, the most recent now; ``changed``: until its partition's checkpoint;
+        ``read``: read from the store ahead of its first ask, which counts as the miss."""
         self.entries[partition, key] = value
         self.entries.move_to_end((partition, key))
         if changed:
             self.dirty.setdefault(partition, set()).add(key)
+        if read:
+            self._read.add((partition, key))
         self._evict()
 
     def dirty_count(self) -> int:
@@ -68,7 +79,12 @@ class KeyCache(Generic[T]):
         """Forget the partition's keys (it went to another learner)."""
         self.dirty.pop(partition, None)
         for entry in [e for e in self.entries if e[0] == partition]:
-            del self.entries[entry]
+            self.forget(*entry)
+
+    def forget(self, partition: int, key: str) -> None:
+        """Let one clean entry go (a newer version changed it)."""
+        self.entries.pop((partition, key), None)
+        self._read.discard((partition, key))
 
     def _evict(self) -> None:
         """Down to ``size``, clean entries only: a dirty one is kept (moved to the end)."""
@@ -79,4 +95,5 @@ class KeyCache(Generic[T]):
             if key in self.dirty.get(partition, ()):
                 self.entries[partition, key] = value
             else:
+                self._read.discard((partition, key))
                 self.evicted += 1

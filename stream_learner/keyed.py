@@ -81,6 +81,8 @@ class KeyedEngine:
         self.max_features = max_features
         self.learns = learn
         self.watched = watched  # keys whose own metrics are kept
+        # This process's own counts (a partition's, in its state, move with the partition).
+        self.learned = self.keys_created = self.keys_expired = 0
         self._classifier = self.task != "regression"
         self._max_classes = 2 if self.task == "binary" else max_classes
 
@@ -103,7 +105,9 @@ class KeyedEngine:
         if model is None or self.expired(model, event.source.timestamp_ms or 0):
             if model is not None:
                 part.keys_expired += 1
+                self.keys_expired += 1
             part.keys_created += 1
+            self.keys_created += 1
             model = self.started(part)
         if model.metrics is None and event.key in self.watched:
             model.metrics = PrequentialMetrics(self.task, self.window)
@@ -153,6 +157,7 @@ class KeyedEngine:
         key_model.digest = (key_model.digest + h) & _MASK
         part.learned += 1
         part.digest = (part.digest + h) & _MASK
+        self.learned += 1
 
     def process(self, part: PartitionState, key_model: KeyModel, event: Event) -> Prediction:
         """``predict``, then ``learn``: the prequential step, for use in-process."""

@@ -80,9 +80,16 @@ def test_each_key_learns_its_own_events_exactly_once_across_a_restart() -> None:
         broker.append("events", raw, key.encode())
     first = run_until(store, broker, 300)
     assert first.cache.evicted > 0  # 12 keys through a cache of 4
+    # Its figures are its own: every key and event was new to it.
+    assert (first.engine.learned, first.engine.keys_created) == (300, 12)
+    assert first.cache.hits + first.cache.misses == 300
     for key, _, raw in stream[300:]:
         broker.append("events", raw, key.encode())
-    run_until(store, broker, 500)
+    second = run_until(store, broker, 500)
+    assert (second.engine.learned, second.engine.keys_created) == (200, 0)  # not the partitions' 500, 12
+    assert second.board.snapshot().outcomes["learned"] == 200
+    # A fresh cache: each of the 12 keys was read from the store at least once, a miss each time.
+    assert second.cache.hits + second.cache.misses == 200 and second.cache.misses >= 12
 
     probas, models = oracles(stream)
     published = [json.loads(r.value() or b"") for part in broker.topics["predictions"] for r in part]

@@ -117,6 +117,15 @@ def test_the_cache_keeps_changed_models_until_saved_and_the_least_recent_go_firs
     assert len(cache) == 1 and cache.get(1, "x") == 9
 
 
+def test_a_model_read_from_the_store_ahead_counts_as_the_miss_when_first_asked_for() -> None:
+    cache: KeyCache[int] = KeyCache(10)
+    cache.put(0, "read", 1, read=True)  # a batch's read of the store
+    cache.put(0, "made", 2)  # made here: no read
+    assert (cache.get(0, "read"), cache.hits, cache.misses) == (1, 0, 1)
+    assert (cache.get(0, "read"), cache.get(0, "made"), cache.hits, cache.misses) == (1, 2, 2, 1)
+    assert (cache.get(0, "absent"), cache.misses) == (None, 2)
+
+
 def _save(store: MemoryKeyedStore, version: int, token: int, models: dict[str, int], expire: int = 0) -> int:
     blobs = {k: f"model {k}".encode() for k in models}
     return store.save_partition("m", PartitionSave(0, version, token, Record(b"{}", b"", "s"), blobs, models,
