@@ -250,8 +250,8 @@ def _check_learn(s: Settings) -> None:
     task = infer_task(check_spec(s.model_spec, s.task), s.task)
     if s.model_scope == "key":
         _check_key_scope(s)
-    elif s.key_metrics:
-        raise ConfigError("--key-metric: only with --model-scope key")
+    else:
+        _check_global_scope(s)
     for name, spec in s.challenger_specs().items():
         check_spec(spec, task, flag=f"--challenger {name}")
     if s.drift_detector:
@@ -280,9 +280,19 @@ def _check_key_scope(s: Settings) -> None:
         raise ConfigError(f"--key-metric: {len(s.key_metrics)} keys, more than 100")
     for flag, value in (("--challenger", s.challengers), ("--labels-topic", s.labels_topic),
                         ("--drift-detector", s.drift_detector), ("--promote-on", s.promote_on),
-                        ("--publish-gate", s.publish_gate), ("--shadow-topic", s.shadow_topic)):
+                        ("--publish-gate", s.publish_gate), ("--shadow-topic", s.shadow_topic),
+                        ("--audit-topic", s.audit_topic), ("--alerts-topic", s.alerts_topic),
+                        ("--on-drift", s.on_drift != "alert")):
         if value:
             raise ConfigError(f"{flag}: not with --model-scope key (one model per key; docs/scaling.md)")
+
+
+def _check_global_scope(s: Settings) -> None:
+    """The key-scope options mean nothing to one global model: refused rather than ignored."""
+    for flag, value in (("--key-metric", s.key_metrics), ("--key-prior", s.key_prior != "none"),
+                        ("--key-ttl", s.key_ttl != 0.0)):
+        if value:
+            raise ConfigError(f"{flag}: only with --model-scope key")
 
 
 def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
