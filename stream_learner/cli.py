@@ -546,8 +546,10 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_models(settings: Settings, args: argparse.Namespace) -> int:
     from stream_learner.model_admin import run
+    from stream_learner.state.keyed_redis import RedisKeyedStore
 
-    return run(_store(settings), settings, args, model_given=_model_given(settings, args))
+    return run(_store(settings), RedisKeyedStore.for_settings(settings), settings, args,
+               model_given=_model_given(settings, args))
 
 
 def _model_given(settings: Settings, args: argparse.Namespace) -> bool:

@@ -2,7 +2,8 @@
 
 ``list``, ``show`` and ``history`` read checkpoint headers (signed, readable without
 unpickling); ``reset`` deletes a model's versions; ``promote`` leaves a request that the model's
-learner applies at its next checkpoint (stream_learner.requests).
+learner applies at its next checkpoint (stream_learner.requests). A key-scope model has
+``list`` and ``reset`` (stream_learner.key_admin).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stream_learner import key_admin
 from stream_learner.checkpoint import CheckpointMeta, read_meta, verify_record
 from stream_learner.config import Settings
 from stream_learner.errors import ConfigError, StreamLearnerError
 from stream_learner.model_files import export_version, import_file
 from stream_learner.requests import Request
+from stream_learner.state.keyed_base import KeyedStore
 
 ACTIONS = ("list", "show", "history", "promote", "serve", "rollback", "tag", "untag", "export", "import",
            "reset")
@@ -83,18 +86,19 @@ def _tag(store: Any, model: str, args: argparse.Namespace, versions: list[int]) 
 POINTERS = {"serve": _serve, "rollback": _rollback, "tag": _tag, "untag": _tag}
 
 
-def run(store: Any, settings: Settings, args: argparse.Namespace, *, model_given: bool) -> int:
-    """The ``models`` command's ``args.action``; ``model_given``: whether --model was given."""
+def run(store: Any, keyed: KeyedStore, settings: Settings, args: argparse.Namespace, *,
+        model_given: bool) -> int:
+    """The ``models`` command's ``args.action`` on the global store, or on the keyed store for
+    a key-scope model; ``model_given``: whether --model was given."""
     if args.action == "reset":
-        return _reset(store, settings.model, args.yes)
+        return _reset(store, keyed, settings.model, args.yes)
     if args.action == "import":
         return import_file(store, settings, _file(args))
     if args.action == "list" and not model_given:
-        return _list_models(store)
+        return _list_models(store, keyed)
     versions = store.versions(settings.model)
     if not versions:
-        print(f"model {settings.model}: no checkpoints in the store")
-        return 1
+        return _not_global(keyed, settings.model, args.action)
     if args.action == "promote":
         return _promote(store, settings.model, args)
     if args.action == "history":
@@ -158,10 +162,21 @@ def _history(meta: CheckpointMeta) -> int:
     return 0
 
 
-def _list_models(store: Any) -> int:
-    """A line per model in the store: its latest version, the version's age and learned count."""
-    names = store.models()
-    if not names:
+def _not_global(keyed: KeyedStore, model: str, action: str) -> int:
+    if not keyed.partitions(model):
+        print(f"model {model}: no checkpoints in the store")
+        return 1
+    if action == "list":
+        return key_admin.list_partitions(keyed, model)
+    raise StreamLearnerError(f"models {action}: model {model} is a key-scope model (one model per key); "
+                             "models list and models reset are its commands")
+
+
+def _list_models(store: Any, keyed: KeyedStore) -> int:
+    """A line per model in the store: its latest version, the version's age and learned count;
+    then a line per key-scope model."""
+    names, key_lines = store.models(), key_admin.model_lines(keyed)
+    if not names and not key_lines:
         print("no models in the store")
         return 1
     now = time.time()
@@ -171,14 +186,20 @@ def _list_models(store: Any) -> int:
             print(f"{name}  v{meta.version}  age {now - meta.created_at:.1f}s  learned {meta.learned}")
         except StreamLearnerError as exc:
             print(f"{name}  unreadable: {exc}")
+    for line in key_lines:
+        print(line)
     return 0
 
 
-def _reset(store: Any, model: str, confirmed: bool) -> int:
+def _reset(store: Any, keyed: KeyedStore, model: str, confirmed: bool) -> int:
     if not confirmed:
         raise ConfigError(f"models reset deletes every version of model {model}: add --yes to confirm")
-    deleted = store.reset(model)
-    print(f"model {model}: deleted {deleted} versions; the next learner starts it afresh")
+    key_scope = bool(keyed.partitions(model))
+    if not key_scope or store.versions(model):
+        deleted = store.reset(model)
+        print(f"model {model}: deleted {deleted} versions; the next learner starts it afresh")
+    if key_scope:
+        print(key_admin.reset(keyed, model))
     return 0
 
 

@@ -5,13 +5,16 @@ MemoryKeyedStore`` (its in-memory twin). Redis layout for partition ``n`` of mod
 prefix ``p`` (the ``{p:m#n}`` hash tag puts one partition's keys in one cluster slot, so that
 a partition's save, one script over those keys, runs on Redis Cluster as on one server)::
 
-    {p:m#n}:fence    the fencing token of the partition's newest owner (only ever grows)
+    {p:m#n}:owner    the fencing token of the partition's newest owner (only ever grows)
     {p:m#n}:meta     hash: v (version), h, p, s (the partition checkpoint's header, payload,
                      signature)                                  what predictors poll (v)
     {p:m#n}:models   hash: key -> the key's signed model record
     {p:m#n}:seen     sorted set: key -> the record time (ms) of its latest event
     {p:m#n}:changed  sorted set: key -> the version that last changed it (the last
                      CHANGES_KEPT versions): what a predictor reloads
+
+(A global model's keys are ``{p:m}:...``; none of their suffixes is one of these, so that a
+global model named ``m#0`` shares no key with partition 0 of key-scope model ``m``.)
 
 A learner that is assigned a partition claims it (the fence grows by one, the new token is
 its own); each save checks, inside Redis, that its token is still the fence and that its
@@ -70,6 +73,17 @@ class KeyedStore(Protocol):
 
     def key_names(self, model: str, partition: int) -> list[str]:
         """The keys with a model in the store, sorted."""
+
+    def models(self) -> list[str]:
+        """The key-scope models with a partition in the store."""
+
+    def partitions(self, model: str) -> list[int]:
+        """The model's partitions that a learner ever claimed."""
+
+    def reset_partition(self, model: str, partition: int) -> int:
+        """Delete the partition's checkpoint and key models (the next owner starts it afresh)
+        and grow its fence, so that an owner still running writes nothing over the reset: the
+        number of key models deleted."""
 
 
 def reaches_back(after: int, upto: int) -> bool:

@@ -83,3 +83,16 @@ class MemoryKeyedStore:
 
     def key_names(self, model: str, partition: int) -> list[str]:
         return sorted(self._part(model, partition).models)
+
+    def models(self) -> list[str]:
+        return sorted({m for (m, _), part in self.parts.items() if part.fence})
+
+    def partitions(self, model: str) -> list[int]:
+        return sorted(p for (m, p), part in self.parts.items() if m == model and part.fence)
+
+    def reset_partition(self, model: str, partition: int) -> int:
+        part = self._part(model, partition)
+        deleted, fence = len(part.models), part.fence + 1
+        self.parts[(model, partition)] = _Partition()
+        self.parts[(model, partition)].fence = fence
+        return deleted

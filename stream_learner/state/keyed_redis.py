@@ -11,13 +11,13 @@ from stream_learner.checkpoint import Record
 from stream_learner.errors import CheckpointError
 from stream_learner.state.base import fenced, number, out_of_order
 from stream_learner.state.keyed_base import CHANGES_KEPT, SWEEP_LIMIT, PartitionSave, reaches_back
-from stream_learner.state.redis_client import RedisClient
+from stream_learner.state.redis_client import RedisClient, glob_escape
 
-# KEYS: fence
+# KEYS: owner
 # return: the new fencing token
 _CLAIM = "return redis.call('INCR', KEYS[1])"
 
-# KEYS: fence, meta, models, seen, changed
+# KEYS: owner, meta, models, seen, changed
 # ARGV: token, version, header, payload, signature, expire_before, changes kept, sweep limit,
 #       n, then n times: key, model record, record time of its latest event
 # return: {'ok', keys removed as idle} | {'fenced', current fence} | {'order', latest version}
@@ -49,10 +49,20 @@ redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (version - tonumber(ARGV[
 return {'ok', removed}
 """
 
+# KEYS: owner, meta, models, seen, changed
+# return: the key models deleted (the fence grows by one: the partition's owner writes no more)
+_RESET = """
+local n = redis.call('HLEN', KEYS[3])
+redis.call('INCR', KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return n
+"""
+SUFFIXES = ("owner", "meta", "models", "seen", "changed")
+
 
 class RedisKeyedStore(RedisClient):
     shared = True
-    SCRIPTS: ClassVar[dict[str, str]] = {"claim": _CLAIM, "save": _SAVE}
+    SCRIPTS: ClassVar[dict[str, str]] = {"claim": _CLAIM, "save": _SAVE, "reset": _RESET}
 
     def key(self, model: str, partition: int, suffix: str) -> str:
         return f"{{{self._prefix}:{model}#{partition}}}:{suffix}"
@@ -62,7 +72,7 @@ class RedisKeyedStore(RedisClient):
 
     def claim(self, model: str, partition: int) -> int:
         token = self._script("claim", f"claiming partition {partition} of model {model}",
-                             self._keys(model, partition, "fence"), [])
+                             self._keys(model, partition, "owner"), [])
         return int(token)
 
     def partition(self, model: str, partition: int) -> Record | None:
@@ -83,7 +93,7 @@ class RedisKeyedStore(RedisClient):
                            save.expire_before, CHANGES_KEPT, SWEEP_LIMIT, len(save.models)]
         for key, blob in save.models.items():
             args += [key, blob, save.seen[key]]
-        keys = self._keys(model, save.partition, "fence", "meta", "models", "seen", "changed")
+        keys = self._keys(model, save.partition, *SUFFIXES)
         outcome, value = self._script("save", f"saving partition {save.partition} of model {model} "
                                       f"v{save.version}", keys, args)
         if outcome == b"fenced":
@@ -124,3 +134,26 @@ class RedisKeyedStore(RedisClient):
         found = self._call(f"listing the keys of partition {partition} of model {model}", self.client.hkeys,
                            self.key(model, partition, "models"))
         return sorted(k.decode() for k in found)
+
+    def models(self) -> list[str]:
+        return sorted({model for model, _ in self._owners("*")})
+
+    def partitions(self, model: str) -> list[int]:
+        return sorted(p for m, p in self._owners(glob_escape(model) + "#*") if m == model)
+
+    def _owners(self, pattern: str) -> list[tuple[str, int]]:
+        """(model, partition) of each partition ever claimed whose tag matches ``pattern``."""
+        head = f"{{{self._prefix}:"
+        found = self._call("listing key-scope models", lambda: list(
+            self.client.scan_iter(f"{glob_escape(head)}{pattern}}}:owner", 1000)))
+        out = []
+        for raw in found:
+            model, _, partition = raw.decode(errors="replace")[len(head):-len("}:owner")].rpartition("#")
+            if model and partition.isdigit():
+                out.append((model, int(partition)))
+        return out
+
+    def reset_partition(self, model: str, partition: int) -> int:
+        deleted = self._script("reset", f"resetting partition {partition} of model {model}",
+                               self._keys(model, partition, *SUFFIXES), [])
+        return int(deleted)

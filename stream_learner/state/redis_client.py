@@ -5,12 +5,22 @@ refuses."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Self
 
 import redis
 
 from stream_learner.config import Settings
 from stream_learner.errors import CheckpointError, StoreUnavailable
+
+
+def glob_escape(text: str) -> str:
+    r"""``text`` matched literally in a SCAN pattern (a prefix or a model may hold ``*?[]``).
+
+    >>> print(glob_escape("a*b[c]"))
+    a\*b\[c\]
+    """
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 class RedisClient:

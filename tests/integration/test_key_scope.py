@@ -22,6 +22,7 @@ import pytest
 from river import linear_model, metrics, preprocessing
 
 from consumers.key_learner import KeyLearner
+from stream_learner.cli import main
 from stream_learner.config import Settings
 from stream_learner.engine import id_hash
 from stream_learner.key_records import key_slot, open_key, open_partition
@@ -173,9 +174,9 @@ def test_every_keys_predictions_and_model_equal_rivers_on_that_keys_events_alone
         assert value(figures, "stream_learner_partition_checkpoint_bytes", partition=p) > 0
 
 
-def test_a_learner_paused_past_its_partitions_ownership_writes_nothing_when_it_wakes(
+def test_a_paused_learner_writes_nothing_when_it_wakes_and_models_reset_starts_the_model_afresh(
     kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
-    topic: Callable[..., str], tmp_path: Path,
+    topic: Callable[..., str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = key_settings(kafka, redis_server, unique, topic)
     stream = keyed_event_bytes(phishing()[:900], keys=20)
@@ -208,6 +209,40 @@ def test_a_learner_paused_past_its_partitions_ownership_writes_nothing_when_it_w
             stop(other)
     assert covered(settings) == len(stream)
     assert all(meta.token >= tokens[p] for p, (meta, _) in partitions(settings).items())
+    check_against_the_oracle(settings, stream, published=False)
+    models_list_and_reset(settings, stream, tmp_path, capsys)
+
+
+def models_list_and_reset(settings: Settings, stream: Stream, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``models list`` shows the key-scope model and its partitions; ``models reset`` deletes
+    them, and the next learner learns every event afresh."""
+    where = ("--redis-url", settings.redis_url, "--key-prefix", settings.key_prefix)
+
+    def models(*argv: str) -> tuple[int, str]:
+        code = main(["models", *argv, *where])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    keys = len(key_models(settings))
+    code, out = models("list")
+    assert code == 0 and f"{settings.model}  key scope  {PARTITIONS} partitions  keys {keys}  " \
+        f"learned {len(stream)}  newest checkpoint" in out, out
+    code, out = models("list", "--model", settings.model)
+    rows = [line.split() for line in out.splitlines() if line.startswith("partition ")]
+    assert code == 0 and [int(r[1]) for r in rows] == list(range(PARTITIONS)), out
+    assert sum(int(r[4]) for r in rows) == keys and sum(int(r[6]) for r in rows) == len(stream)
+    code, out = models("show", "--model", settings.model)
+    assert code == 1 and "is a key-scope model" in out and "Traceback" not in out
+    code, out = models("reset", "--model", settings.model, "--yes")
+    assert code == 0 and f"deleted the checkpoints of {PARTITIONS} partitions and {keys} key models" in out
+    assert partitions(settings) == {} and key_models(settings) == {}
+    learner = start(settings, tmp_path / "after-reset.log")
+    try:
+        wait_for("the learner to learn every event afresh", timeout=60, every=0.2,
+                 condition=lambda: covered(settings) == len(stream))
+    finally:
+        stop(learner)
     check_against_the_oracle(settings, stream, published=False)
 
 

@@ -12,7 +12,8 @@ from stream_learner.checkpoint import Record
 from stream_learner.errors import FencedError, OutOfOrder
 from stream_learner.state.keyed_base import CHANGES_KEPT, KeyedStore, PartitionSave
 from stream_learner.state.keyed_memory import MemoryKeyedStore
-from stream_learner.state.keyed_redis import RedisKeyedStore
+from stream_learner.state.keyed_redis import SUFFIXES, RedisKeyedStore
+from stream_learner.state.redis import RedisStore
 from tools.localstack import RedisServer
 
 
@@ -62,6 +63,25 @@ def test_a_save_removes_the_idle_keys_and_predictors_hear_which_keys_changed(sto
 def test_one_partitions_keys_share_one_cluster_slot() -> None:
     store = RedisKeyedStore("redis://127.0.0.1:1/0", "sl")  # naming keys needs no server
     slots = {key_slot(store.key("m", 3, suffix).encode())
-             for suffix in ("fence", "meta", "models", "seen", "changed")}
+             for suffix in SUFFIXES}
     assert len(slots) == 1
     assert key_slot(store.key("m", 4, "meta").encode()) not in slots
+    global_keys = {RedisStore("redis://127.0.0.1:1/0", "sl").key("m#3", suffix)
+                   for suffix in ("fence", "lease", "versions", "latest", "request", "serving", "tags")}
+    assert not global_keys & {store.key("m", 3, suffix) for suffix in SUFFIXES}
+
+
+def test_a_reset_partition_starts_afresh_and_fences_its_owner(store: KeyedStore) -> None:
+    owner = store.claim("m", 0)
+    save(store, 1, owner, {"a": 10, "b": 20})
+    store.claim("m*", 2)  # a glob character in a name is matched literally
+    store.claim("m#1", 1)
+    assert store.models() == ["m", "m#1", "m*"]
+    assert (store.partitions("m"), store.partitions("m*"), store.partitions("m#1")) == ([0], [2], [1])
+    assert store.reset_partition("m", 0) == 2
+    with pytest.raises(FencedError):  # the owner, still running, cannot write over the reset
+        save(store, 1, owner, {"a": 30})
+    assert store.partition("m", 0) is None and store.versions("m", [0]) == {0: 0}
+    assert store.key_models("m", 0, ["a"]) == [None]
+    save(store, 1, store.claim("m", 0), {"c": 40})
+    assert store.key_names("m", 0) == ["c"]
