@@ -10,13 +10,17 @@ MODEL ?= preprocessing.StandardScaler() | linear_model.LogisticRegression()
 DATASET ?= Phishing
 EVENTS ?= 200000
 MODEL_SCOPE ?= global
+PARTITIONS ?= 6
+STACK_PORTS ?=
 
-.PHONY: help venv system-deps kafka lint test bench stack-up stack-down stack-status demo clean
+.PHONY: help venv system-deps kafka lint test bench stack-up stack-down stack-status topic demo clean
 
 help:
 	@echo "make test        lint + unit + integration tests (starts its own Kafka and Redis)"
 	@echo "make demo        replay a dataset through a learner and a frozen predictor"
 	@echo "make stack-up    Kafka on 127.0.0.1:9092 and Redis on 127.0.0.1:6379, for trying by hand"
+	@echo "                 (STACK_PORTS='--kafka-port 19092 --controller-port 19093 --redis-port 16379')"
+	@echo "make topic TOPIC=readings PARTITIONS=6   a topic with that many partitions on it"
 	@echo "make stack-down  stop them"
 	@echo "make lint        ruff + mypy --strict + import contracts"
 	@echo "make bench       service vs raw River, bare Kafka and hand-rolled loops (MODEL=... DATASET=... EVENTS=... MODEL_SCOPE=key)"
@@ -60,13 +64,16 @@ bench: venv system-deps kafka
 	  --model-scope $(MODEL_SCOPE)
 
 stack-up: venv system-deps kafka
-	$(BIN)/python tools/localstack.py up
+	$(BIN)/python tools/localstack.py up $(STACK_PORTS)
 
 stack-down: venv
-	$(BIN)/python tools/localstack.py down
+	$(BIN)/python tools/localstack.py down $(STACK_PORTS)
 
 stack-status: venv
-	$(BIN)/python tools/localstack.py status
+	$(BIN)/python tools/localstack.py status $(STACK_PORTS)
+
+topic: venv
+	$(BIN)/python tools/localstack.py topic "$(TOPIC)" --partitions $(PARTITIONS) $(STACK_PORTS)
 
 demo: venv system-deps kafka
 	$(BIN)/python -m tools.demo

@@ -63,12 +63,14 @@ def measure(run: Run) -> dict[str, Any]:
     costs = cache_costs(base, args.model)
     saves = checkpoint_costs(base, args.model)
     for n, eps in throughput.items():
-        print(f"  key scope, {n} learner(s) on {PARTITIONS} partitions {eps:10.0f} events/s", flush=True)
+        print(f"  key scope, {n} learner(s) on {PARTITIONS} partitions, {base.kafka_client} "
+              f"{eps:10.0f} events/s", flush=True)
     print(f"  a key model: cache hit {costs['hit_us']:.1f} us, miss (read from Redis, verified) "
           f"{costs['miss_us']:.0f} us, in a batch's read {costs['batch_miss_us']:.0f} us a key", flush=True)
     for save in saves:
         print(f"  a partition's checkpoint of {save['keys']} keys: {save['ms']:.1f} ms", flush=True)
     return {"partitions": PARTITIONS, "keys": args.keys, "events": args.events,
+            "kafka_client": base.kafka_client,
             "learners_eps": {str(n): round(eps) for n, eps in throughput.items()},
             "cache": costs, "checkpoints": saves}
 

@@ -423,9 +423,28 @@ class DevStack:
         return 0 if up == 2 else 1
 
 
+def _topic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Create a topic on the stack's broker (it creates a topic written before that with one
+    partition)."""
+    from kafka.errors import KafkaError
+
+    if not args.topic or args.partitions < 1:
+        parser.error("topic: give a NAME and --partitions N (1 or more)")
+    if not port_open(args.kafka_port):
+        raise StackError(f"topic {args.topic}: no broker on {HOST}:{args.kafka_port}: make stack-up first")
+    try:
+        create_topics(f"{HOST}:{args.kafka_port}", [args.topic], args.partitions)
+    except KafkaError as exc:
+        raise StackError(f"topic {args.topic}: {type(exc).__name__}: {exc}") from None
+    print(f"topic {args.topic}: {args.partitions} partitions on {HOST}:{args.kafka_port}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="localstack", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["fetch", "up", "down", "status"])
+    parser.add_argument("command", choices=["fetch", "up", "down", "status", "topic"])
+    parser.add_argument("topic", nargs="?", help="topic: the topic to create")
+    parser.add_argument("--partitions", type=int, default=1, help="topic: its partitions")
     parser.add_argument("--dir", type=Path, default=STACK_DIR, help="data and pid files")
     parser.add_argument("--kafka-port", type=int, default=DEV_KAFKA_PORT)
     parser.add_argument("--controller-port", type=int, default=DEV_CONTROLLER_PORT)
@@ -439,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.up()
         elif args.command == "down":
             stack.down()
+        elif args.command == "topic":
+            return _topic(args, parser)
         else:
             return stack.status()
     except StackError as exc:

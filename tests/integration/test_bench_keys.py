@@ -13,6 +13,7 @@ def test_bench_of_key_scope_smoke(tmp_path: Path) -> None:
     assert main(["--model-scope", "key", "--events", "1200", "--keys", "50", "--out", str(out)]) == 0
     figures = json.loads(out.read_text())["key_scope"]
     assert figures["partitions"] == 6 and figures["events"] == 1200
+    assert figures["kafka_client"] == "librdkafka"  # the faster client: what the figures are of
     assert sorted(figures["learners_eps"]) == ["1", "2", "3"]
     assert all(eps > 0 for eps in figures["learners_eps"].values())
     cache = figures["cache"]

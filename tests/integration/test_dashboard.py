@@ -10,13 +10,15 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.browser import chromium, page_errors, points, rows_of, save_screenshot, text_of, wait_until
 from tests.integration.helpers import latest_meta, make_settings, phishing, produce, wait_for
+from tests.integration.test_key_scope import covered, key_settings, partitions
 from tools import service
-from tools.events import event_bytes
+from tools.events import event_bytes, keyed_event_bytes
 from tools.localstack import KafkaBroker, RedisServer, free_port
 from tools.service import service_env
 
@@ -96,3 +98,45 @@ def test_the_dashboard_shows_a_real_learners_figures_and_the_stores_latest_versi
             learner.kill()
             learner.wait()
             raise
+
+
+def test_under_key_scope_the_dashboard_shows_each_partitions_version_and_the_key_models(
+    kafka: KafkaBroker, redis_server: RedisServer, unique: Callable[[str], str],
+    topic: Callable[..., str], tmp_path: Path,
+) -> None:
+    port = free_port()
+    settings = key_settings(kafka, redis_server, unique, topic, http_port=port)
+    stream = keyed_event_bytes(phishing()[:600], keys=12)
+    produce(kafka.bootstrap, settings.events_topic, [(k, raw) for k, _, raw in stream])
+    log = tmp_path / "learner.log"
+    learner = service.spawn("learn", service_env(settings), stdout=log)
+    try:
+        wait_for("the learner's HTTP server", lambda: f"HTTP on http://127.0.0.1:{port}/" in log.read_text())
+        with chromium() as browser:
+            browser.get(f"http://127.0.0.1:{port}/")
+
+            def shows_the_stores_partitions(driver: WebDriver) -> bool:
+                assert learner.poll() is None, log.read_text()
+                if covered(settings) != len(stream):
+                    return False
+                stored = {str(p): str(meta.version) for p, (meta, _) in partitions(settings).items()}
+                shown = {r[0]: r[1] for r in rows_of(driver, "partitions-table")}
+                keys = {r[0]: r[1] for r in rows_of(driver, "keys-table")}
+                return (shown == stored and keys.get("created") == "12"
+                        and text_of(driver, "version") == max(stored.values(), key=int))
+
+            wait_until(browser, "each partition at the store's version, every key created",
+                       shows_the_stores_partitions, 60)
+            keys = {r[0]: r[1] for r in rows_of(browser, "keys-table")}
+            hits, misses = int(keys["hits"]), int(keys["misses"])
+            assert hits + misses == len(stream) and float(keys["cache hit ratio"]) == pytest.approx(
+                hits / len(stream), abs=5e-4)
+            assert text_of(browser, "version-label") == "Highest partition version"
+            assert text_of(browser, "partitions-metric") == "Accuracy"
+            assert all(0 <= float(r[2]) <= 1 for r in rows_of(browser, "partitions-table"))
+            assert browser.find_element(By.ID, "keys-panel").get_attribute("hidden") is None
+            assert browser.find_element(By.ID, "models-panel").get_attribute("hidden") is not None
+            assert page_errors(browser) == []
+    finally:
+        service.stop(learner)
+    assert learner.returncode == 0, log.read_text()[-3000:]

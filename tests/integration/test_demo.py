@@ -8,10 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from kafka import KafkaConsumer
+
 from tests.integration.helpers import wait_for
-from tools.localstack import ROOT, DevStack, free_port, port_open
+from tools import localstack
+from tools.localstack import ROOT, DevStack, KafkaBroker, free_port, port_open
 
 
 def stack_in(tmp_path: Path) -> DevStack:
@@ -84,3 +89,24 @@ def test_a_stack_up_killed_while_kafka_starts_is_found_and_stopped(tmp_path: Pat
                           timeout=60)
     assert down.returncode == 0 and "kafka stopped" in down.stdout, down.stdout + down.stderr
     assert nothing_left(stack)
+
+
+def test_the_stacks_topic_command_creates_the_partitions_asked_for(
+        kafka: KafkaBroker, capsys: pytest.CaptureFixture[str], unique: Callable[[str], str]) -> None:
+    port = kafka.bootstrap.rsplit(":", 1)[1]
+    name = unique("readings")
+    assert localstack.main(["topic", name, "--partitions", "4", "--kafka-port", port]) == 0
+    assert capsys.readouterr().out.strip() == f"topic {name}: 4 partitions on {kafka.bootstrap}"
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap)
+    try:
+        assert consumer.partitions_for_topic(name) == {0, 1, 2, 3}
+    finally:
+        consumer.close()
+    assert localstack.main(["topic", name, "--partitions", "4", "--kafka-port", port]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"localstack: topic {name}: TopicAlreadyExistsError") and "\n" not in err
+    assert localstack.main(["topic", name, "--kafka-port", str(free_port())]) == 1
+    assert "no broker on 127.0.0.1:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        localstack.main(["topic", "--partitions", "4"])
+    assert exited.value.code == 2 and "give a NAME" in capsys.readouterr().err

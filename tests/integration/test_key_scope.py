@@ -325,6 +325,8 @@ def test_a_frozen_predictor_answers_each_key_by_its_model_and_follows_new_versio
         assert status == 200, body
         assert {a["id"]: (a["proba"], a["model_version"]) for a in json.loads(body)} == {
             i: (a["proba"], a["model_version"]) for i, a in answers.items()}
+        status, body = call(f"http://127.0.0.1:{port}/predict", b'{"id": "no-key", "x": {"a": 1}}')
+        assert status == 400 and json.loads(body)["reason"] == "missing_key", body
 
         # The learner goes on: the predictor serves each key's newer model, unrestarted.
         produce(kafka.bootstrap, learn.events_topic, [(k, raw) for k, _, raw in second])

@@ -239,6 +239,7 @@
       return item;
     }));
     renderModels(status, members);
+    renderKeys(status, members.find((name) => !name.includes("@")), Date.now() / 1000);
   }
 
   function renderModels(status, members) {
@@ -255,6 +256,27 @@
       row("champion", status.spec || "", status.learned_total, status.metrics, ""),
       ...challengers.map(([name, c]) => row(name, c.spec, c.learned, c.metrics, c.error)),
     ]);
+  }
+
+  // Key scope: the process's key-model figures and a row per partition it owns or serves.
+  function renderKeys(status, metric, now) {
+    const keys = status.keys || {};
+    const scoped = Object.keys(keys).length > 0;
+    $("keys-panel").hidden = !scoped;
+    setText("version-label", scoped ? "Highest partition version" : "Model version");
+    if (!scoped) return;
+    const asked = (keys.hits || 0) + (keys.misses || 0);
+    const names = ["cached", "created", "expired", "evicted", "hits", "misses"].filter((k) => k in keys);
+    renderTable("keys-table", [
+      ...names.map((k) => [k, el("td", { class: "num" }, num(keys[k]))]),
+      ["cache hit ratio", el("td", { class: "num" }, asked ? num(keys.hits / asked, 3) : "\u2013")],
+    ]);
+    setText("partitions-metric", metric || "metric");
+    renderTable("partitions-table", (status.partitions || []).map((p) => [String(p.partition),
+      el("td", { class: "num" }, num(p.version)),
+      el("td", { class: "num" }, num(((p.metrics || {})[metric]))),
+      el("td", { class: "num" }, p.checkpoint_bytes ? num(p.checkpoint_bytes) : "\u2013"),
+      el("td", { class: "num" }, p.checkpoint_at ? duration(now - p.checkpoint_at) : "\u2013")]));
   }
 
   function renderMarks() {
