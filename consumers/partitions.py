@@ -148,8 +148,7 @@ class Partitions:
         except OutOfOrder as exc:
             return self._resolve(owned, save, exc, publisher, reason)
         except FencedError as exc:
-            log.warning("partition %d: another learner owns it now; writing nothing more: %s", p, exc)
-            self.release(p)
+            self._fenced(p, exc)
             return None
         owned.state.keys_expired += removed
         self.engine.keys_expired += removed
@@ -174,14 +173,17 @@ class Partitions:
             return None
         meta = None if record is None else verify_record(record, s.signing_keys(), s.allow_version_mismatch)
         if meta is None or meta.token != owned.token or meta.version < save.version:
-            log.warning("partition %d: another learner owns it now; writing nothing more: %s",
-                        owned.partition, exc)
-            self.release(owned.partition)
+            self._fenced(owned.partition, exc)
             return None
         log.warning("partition %d: checkpoint v%d was saved although its answer was lost; the next one "
                     "follows it", owned.partition, meta.version)
         owned.version = meta.version
         return self.save(owned, publisher, reason)
+
+    def _fenced(self, partition: int, exc: Exception) -> None:
+        log.warning("partition %d: another learner owns it now (or models reset ran); writing nothing "
+                    "more: %s", partition, exc)
+        self.release(partition)
 
     def _header(self, owned: Owned) -> CheckpointMeta:
         s, state = self.settings, owned.state

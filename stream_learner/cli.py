@@ -123,6 +123,9 @@ def _add_command_options(command: str, p: argparse.ArgumentParser) -> None:
         data.add_argument("--limit", type=int, default=0, help="Stop after this many events (0: all).")
         data.add_argument("--repeat", type=int, default=1, help="Replay the data this many times.")
         data.add_argument("--withhold-labels", action="store_true", help="Send events without y.")
+        data.add_argument("--keys", type=int, default=0, metavar="N",
+                          help="Give each event without a key one of N keys, key-0 to key-<N-1> in turn "
+                               "(for a key-scope model; 0: none).")
         data.add_argument("--label-delay", type=int, metavar="D",
                           help="Send each label to --labels-topic D events after its event (which goes "
                                "without it), as river.stream.simulate_qa(delay=D) orders them.")
@@ -373,6 +376,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit: must be at least 0, got {args.limit}")
     if args.repeat < 1:
         raise ConfigError(f"--repeat: must be at least 1, got {args.repeat}")
+    if args.keys < 0:
+        raise ConfigError(f"--keys: must be at least 0, got {args.keys}")
     if args.label_delay is not None and (args.label_delay < 0 or not settings.labels_topic):
         raise ConfigError("--label-delay: needs --labels-topic and a delay of at least 0 events")
     messages = schedule(settings, list(iter_events(settings, args)), args.label_delay)  # fails before I/O
@@ -426,7 +431,7 @@ def schedule(settings: Settings, events: list[tuple[str, dict[str, Any]]], delay
 
 def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[str, dict[str, Any]]]:
     """(record key, document) for each event to produce, validated before anything is sent: the
-    record key is the event's key, or its id when it has none."""
+    record key is the event's key (``--keys``: given to those without one), or its id."""
     rows = list(_dataset_rows(args.dataset) if args.dataset else _file_rows(args.file, settings))
     name = args.dataset or args.file.stem
     produced = 0
@@ -438,6 +443,8 @@ def iter_events(settings: Settings, args: argparse.Namespace) -> Iterator[tuple[
             doc.setdefault(settings.id_field, f"{name}-{i}" + (f"-r{rep}" if rep else ""))
             if args.withhold_labels:
                 doc.pop(settings.y_field, None)
+            if args.keys:
+                doc.setdefault(settings.key_field, f"key-{produced % args.keys}")
             produced += 1
             key = doc.get(settings.key_field)  # a key's events in one partition, in order
             yield (key if isinstance(key, str) else str(doc[settings.id_field])), doc

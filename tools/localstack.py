@@ -426,7 +426,7 @@ class DevStack:
 def _topic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Create a topic on the stack's broker (it creates a topic written before that with one
     partition)."""
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
     if not args.topic or args.partitions < 1:
         parser.error("topic: give a NAME and --partitions N (1 or more)")
@@ -434,6 +434,8 @@ def _topic(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise StackError(f"topic {args.topic}: no broker on {HOST}:{args.kafka_port}: make stack-up first")
     try:
         create_topics(f"{HOST}:{args.kafka_port}", [args.topic], args.partitions)
+    except TopicAlreadyExistsError:
+        raise StackError(f"topic {args.topic}: it exists already") from None
     except KafkaError as exc:
         raise StackError(f"topic {args.topic}: {type(exc).__name__}: {exc}") from None
     print(f"topic {args.topic}: {args.partitions} partitions on {HOST}:{args.kafka_port}")

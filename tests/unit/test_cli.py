@@ -72,6 +72,7 @@ def test_version_and_the_log_level_before_after_the_command_and_from_the_environ
     (["learn"], "--hmac-key"),
     (["produce", "--dataset", "NoSuchSet"], "--dataset: 'NoSuchSet' is not a River dataset"),
     (["produce"], "one of the arguments --dataset --file is required"),
+    (["produce", "--dataset", "Phishing", "--keys", "-1"], "--keys: must be at least 0, got -1"),
     (["learn", "--config", "/nonexistent.toml"], "--config /nonexistent.toml: no such file"),
     (["learn", "--hmac-key", "k", "--model-scope", "key", "--challenger", "b=tree.HoeffdingTreeClassifier()"],
      "--challenger: not with --model-scope key"),
@@ -138,6 +139,11 @@ def test_produce_reads_datasets_and_files(tmp_path: Path) -> None:
     args = build_parser().parse_args(["produce", "--file", str(file), "--repeat", "2"])
     keys = [k for k, _ in iter_events(load_settings(args), args)]
     assert keys == ["events-0", "mine", "events-0-r1", "mine"]
+
+    file.write_text('{"x": {"a": 1}}\n{"key": "own", "x": {"a": 2}}\n{"x": {"a": 3}}\n')
+    args = build_parser().parse_args(["produce", "--file", str(file), "--keys", "2"])
+    events = list(iter_events(load_settings(args), args))
+    assert [(k, doc["key"]) for k, doc in events] == [("key-0", "key-0"), ("own", "own"), ("key-0", "key-0")]
 
     file.write_text("{not json\n")
     with pytest.raises(Exception, match="1 malformed lines: nothing was sent"):
