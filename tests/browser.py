@@ -60,9 +60,13 @@ def text_of(driver: WebDriver, id_: str) -> str:
 
 
 def rows_of(driver: WebDriver, table: str) -> list[list[str]]:
-    """The cells' text of each row of a table's body."""
-    return [[cell.get_attribute("textContent") or "" for cell in row.find_elements(By.TAG_NAME, "td")]
-            for row in driver.find_elements(By.CSS_SELECTOR, f"#{table} tbody tr")]
+    """The cells' text of each row of a table's body, read in one script: the page redraws its
+    tables at each poll, and a row read element by element can be gone before its cells are."""
+    rows: list[list[str]] = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]),"
+        " (row) => Array.from(row.querySelectorAll('td'), (cell) => cell.textContent));",
+        f"#{table} tbody tr")
+    return rows
 
 
 def points(driver: WebDriver, chart: str) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,3 +141,18 @@ def test_under_key_scope_the_dashboard_shows_each_partitions_version_and_the_key
     finally:
         service.stop(learner)
     assert learner.returncode == 0, log.read_text()[-3000:]
+
+
+def test_a_table_the_page_redraws_all_the_time_is_read_whole() -> None:
+    page = ("<table id='t'><tbody></tbody></table><script>"
+            "let n = 0; const body = document.querySelector('#t tbody');"
+            "setInterval(() => { n += 1; body.replaceChildren(...[0, 1, 2].map((i) => {"
+            " const tr = document.createElement('tr');"
+            " for (const v of [i, n]) { const td = document.createElement('td'); td.textContent = v; tr.append(td); }"
+            " return tr; })); }, 0);</script>")
+    with chromium() as browser:
+        browser.get("data:text/html," + urllib.parse.quote(page))
+        wait_until(browser, "the first rows", lambda driver: rows_of(driver, "t"))
+        for _ in range(300):
+            rows = rows_of(browser, "t")
+            assert [r[0] for r in rows] == ["0", "1", "2"] and len({r[1] for r in rows}) == 1
