@@ -148,7 +148,8 @@ def test_a_table_the_page_redraws_all_the_time_is_read_whole() -> None:
             "let n = 0; const body = document.querySelector('#t tbody');"
             "setInterval(() => { n += 1; body.replaceChildren(...[0, 1, 2].map((i) => {"
             " const tr = document.createElement('tr');"
-            " for (const v of [i, n]) { const td = document.createElement('td'); td.textContent = v; tr.append(td); }"
+            " for (const v of [i, n]) {"
+            "  const td = document.createElement('td'); td.textContent = v; tr.append(td); }"
             " return tr; })); }, 0);</script>")
     with chromium() as browser:
         browser.get("data:text/html," + urllib.parse.quote(page))
