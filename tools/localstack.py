@@ -178,6 +178,8 @@ class KafkaBroker:
         ``pidfile`` is written as soon as the process exists."""
         if not (self.data_dir / "logs" / "meta.properties").exists():
             self.format()
+        else:
+            self._write_properties()  # this start's ports: a data directory is kept across ports
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self._java("kafka.Kafka", str(self.properties_path)),

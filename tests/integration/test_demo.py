@@ -110,3 +110,16 @@ def test_the_stacks_topic_command_creates_the_partitions_asked_for(
     with pytest.raises(SystemExit) as exited:
         localstack.main(["topic", "--partitions", "4"])
     assert exited.value.code == 2 and "give a NAME" in capsys.readouterr().err
+
+
+def test_the_stack_starts_again_on_other_ports_with_the_same_data(tmp_path: Path) -> None:
+    first = stack_in(tmp_path)
+    first.up()
+    first.down()
+    again = stack_in(tmp_path)  # the same directory, new ports
+    try:
+        again.up()
+        assert port_open(again.kafka_port) and port_open(again.redis_port)
+    finally:
+        again.down()
+    assert nothing_left(again)
