@@ -4,6 +4,8 @@ Starts its own Kafka broker and Redis (tools/localstack.py), replays a River dat
 ``--events``) and measures, on the same events and the same model:
 
   R  the raw River loop in-process: decode the same JSON, predict, learn;
+  P  the raw River loop of predictions in-process, with the model S wrote: the frozen
+     predictor's limit;
   K  a bare kafka-python loop on the same broker: consume, decode, encode, produce, no model;
   H  the loop a user could write by hand with the service's clients and the same model;
   S  the learner end to end (``stream-learner learn`` as a process, checkpoint every 10,000);
@@ -38,7 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -267,14 +269,32 @@ def checkpoint_dataset(name: str) -> str:
     return name if getattr(datasets, name)().task == datasets.base.BINARY_CLF else "Phishing"
 
 
-def pickle_seconds(settings: Settings) -> float:
-    """How long pickling the final state takes: what an inline checkpoint would block for."""
+def stored_state(settings: Settings) -> Any:
+    """The latest checkpoint's state of ``settings.model``."""
     from stream_learner.checkpoint import open_record
     from stream_learner.state.redis import RedisStore
 
     store = RedisStore.for_settings(settings)
     state = open_record(store.load(settings.model), settings.signing_keys()).state
     store.close()
+    return state
+
+
+def raw_predict(events: list[bytes], model: Any) -> float:
+    """P: what a user's own loop of predictions does with the same bytes and a trained model
+    (the frozen predictor's limit)."""
+    from stream_learner.models import infer_task
+
+    predict = model.predict_one if infer_task(model) == "regression" else model.predict_proba_one
+    start = time.perf_counter()
+    for raw in events:
+        predict(json.loads(raw)["x"])
+    return len(events) / (time.perf_counter() - start)
+
+
+def pickle_seconds(settings: Settings) -> float:
+    """How long pickling the final state takes: what an inline checkpoint would block for."""
+    state = stored_state(settings)
     start = time.perf_counter()
     pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
     return time.perf_counter() - start
@@ -629,6 +649,15 @@ def measure_service(run: Run, base: Settings, r_eps: float, k_eps: float, h_eps:
     return s_eps, s_probe.step_us(first, last)
 
 
+def measure_raw_predict(run: Run, base: Settings, frozen_eps: float) -> float:
+    """P with the model S wrote on the Kafka client of ``base``; beside it, the frozen x1."""
+    model = stored_state(replace(base, model=f"bench-{base.kafka_client}")).model
+    p_eps = raw_predict(run.events, model)
+    print(f"  P raw River predictions   {p_eps:10.0f} events/s; frozen x1 {frozen_eps / p_eps:.2f} of it",
+          flush=True)
+    return p_eps
+
+
 def measure_frozen(run: Run, base: Settings) -> dict[int, float]:
     """The frozen predictor's throughput on the Kafka client of ``base``, with 1 and 2
     processes in one group, by replicas; they serve the model S learned on that client."""
@@ -748,7 +777,8 @@ def main(argv: list[str] | None = None) -> int:
         for base in (run.base, kp_base):
             s_eps, s_step_us = measure_service(run, base, r_eps, k_eps, h_eps)
             figures[base.kafka_client] = (s_eps, s_step_us, measure_frozen(run, base))
-        rd_s, rd_step, _ = figures["librdkafka"]
+        rd_s, rd_step, rd_frozen = figures["librdkafka"]
+        p_eps = measure_raw_predict(run, run.base, rd_frozen[1])
         http_figures = bench_http.measure(run)
         lats = measure_latency(run, rd_s, h_eps, rd_step, figures["kafka-python"][0])
         costs = measure_checkpoints(run)
@@ -756,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
         kp = ClientFigures(*figures["kafka-python"], measure_recovery(run, kp_base))
     results = report(args, argv, r_eps=r_eps, k_eps=k_eps, h_eps=h_eps, rd=rd, kp=kp, lats=lats,
                      costs=costs)
-    results["http"] = http_figures
+    results.update(raw_predict_eps=round(p_eps), frozen_vs_raw_predict=round(rd.frozen[1] / p_eps, 3),
+                   http=http_figures)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"bench: wrote {args.out}")

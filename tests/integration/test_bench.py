@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.run import main
 
 
@@ -16,8 +18,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
                  "--http-runs", "1", "--http-seconds", "0.3", "--http-client", "thread"]) == 0
     results = json.loads(out.read_text())
     for key in ("raw_river_eps", "bare_kafka_eps", "hand_rolled_eps", "service_eps",
-                "additive_bound_eps", "frozen_1_eps", "frozen_2_eps"):
+                "additive_bound_eps", "frozen_1_eps", "frozen_2_eps", "raw_predict_eps"):
         assert results[key] > 0, key
+    assert results["frozen_vs_raw_predict"] == pytest.approx(  # of the figures before rounding
+        results["frozen_1_eps"] / results["raw_predict_eps"], abs=1e-3)
     assert 0 < results["service_vs_bound"] < 10 and 0 < results["service_vs_hand_rolled"] < 10
     assert results["additive_bound_eps"] < min(results["raw_river_eps"], results["bare_kafka_eps"])
     latencies = [results[k] for k in ("latency", "latency_busy_poll", "latency_hand_rolled",
