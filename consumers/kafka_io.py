@@ -60,10 +60,15 @@ class Publisher:
     ``n`` sends are all answered, ``published`` says where the sends among them ended in each
     partition, and a failure among them is in ``failures``. Delivery reports run in the thread
     that reaps or flushes (the loop's), never in the producer's.
+
+    On a producer made ``failures_only`` (a predictor's: it needs to know only that every send
+    before a commit was acknowledged), sends are not tracked one by one: ``reap`` serves the
+    failures' reports and answers 0, and ``flush`` waits for the producer's queue to drain.
     """
 
     def __init__(self, producer: Producer, settings: Settings) -> None:
         self.producer = producer
+        self.tracked = not producer.failures_only
         self.predictions_topic = settings.predictions_topic
         self.failures: list[str] = []
         self.published: dict[Partition, int] = {}  # -> the next offset after the reaped
@@ -78,7 +83,8 @@ class Publisher:
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None,
              headers: Headers | None = None) -> None:
-        self.producer.send(topic, value, key, on_delivery=partial(self._answered, self.sent), headers=headers)
+        report = partial(self._answered, self.sent) if self.tracked else None
+        self.producer.send(topic, value, key, on_delivery=report, headers=headers)
         self.sent += 1
 
     def _answered(self, number: int, delivery: Delivery) -> None:
@@ -88,6 +94,8 @@ class Publisher:
         """Take answered sends off the head, up to send number ``upto`` (default: all);
         return how many of those are still unanswered."""
         self.producer.poll(0)
+        if not self.tracked:
+            return 0
         limit = self.sent if upto is None else upto
         answers = self._answers
         while self.reaped < limit and self.reaped in answers:
@@ -101,6 +109,9 @@ class Publisher:
 
     def check(self) -> None:
         """``PublishError`` if a reaped send failed."""
+        if self.producer.failures:
+            self.failures.extend(self.producer.failures)
+            self.producer.failures.clear()
         if self.failures:
             failed, self.failures = self.failures, []
             raise PublishError(f"{len(failed)} sends were not acknowledged, first: {failed[0]}")
@@ -109,6 +120,11 @@ class Publisher:
         """Block until every send (or the first ``upto``) is answered; ``PublishError`` if one
         was not acknowledged."""
         wait_s = DELIVERY_TIMEOUT_MS / 1000 + 10  # a producer answers every send within it
+        if not self.tracked:
+            if self.producer.flush(wait_s):
+                raise PublishError(f"sends still unanswered after {wait_s:g} s")
+            self.check()
+            return
         deadline = time.monotonic() + wait_s
         while self.reap(upto):
             if time.monotonic() > deadline:

@@ -62,7 +62,8 @@ class KeyPredictor:
         self.serving = KeyAnswers(self)
         topic = s.dead_letters_to("serve")
         limit = self.clients.record_limit(topic) if topic else BROKER_DEFAULT_RECORD_BYTES
-        self.publisher = Publisher(self.clients.producer("stream-learner-serve", limit), s)
+        producer = self.clients.producer("stream-learner-serve", limit, failures_only=True)
+        self.publisher = Publisher(producer, s)
         self.letters = DeadLetters(self.publisher, topic=topic, max_bytes=limit,
                                    author=Author(s.model, "frozen", s.instance_id or socket.gethostname()))
         self.consumer.subscribe([s.events_topic], on_assign=self.on_assign, on_revoke=self.on_revoke)

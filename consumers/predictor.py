@@ -100,7 +100,8 @@ class Predictor:
         self.consumer = self.clients.consumer("serve")
         topic = s.dead_letters_to("serve")
         limit = self.clients.record_limit(topic) if topic else BROKER_DEFAULT_RECORD_BYTES
-        self.publisher = Publisher(self.clients.producer("stream-learner-serve", limit), s)
+        producer = self.clients.producer("stream-learner-serve", limit, failures_only=True)
+        self.publisher = Publisher(producer, s)
         author = Author(s.model, "frozen", s.instance_id or socket.gethostname())
         self.letters = DeadLetters(self.publisher, topic=topic, author=author,
                                    max_bytes=limit)

@@ -118,8 +118,13 @@ class Consumer(Protocol):
 
 
 class Producer(Protocol):
+    # Made ``failures_only``: its sends take no ``on_delivery``, and only those that fail are
+    # reported, here (librdkafka then calls no Python code for a send that succeeds).
+    failures_only: bool
+    failures: list[str]
+
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, *,
-             on_delivery: Callable[[Delivery], None], headers: Headers | None = None,
+             on_delivery: Callable[[Delivery], None] | None = None, headers: Headers | None = None,
              timestamp_ms: int = 0) -> None:
         """Queue one record (timestamp 0: now); while the queue is full, wait for room.
         ``on_delivery`` runs in a later ``poll`` or ``flush``, on the caller's thread."""
@@ -140,8 +145,10 @@ class Clients(Protocol):
     def reader(self) -> Consumer:
         """A consumer of no group, that reads what it is assigned to its end."""
 
-    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES) -> Producer:
-        """A producer whose batches stay below ``max_batch`` bytes."""
+    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES, *,
+                 failures_only: bool = False) -> Producer:
+        """A producer whose batches stay below ``max_batch`` bytes; ``failures_only``: one that
+        reports failed sends alone (``Producer.failures``)."""
 
     def record_limit(self, topic: str) -> int:
         """The largest record ``topic`` accepts."""

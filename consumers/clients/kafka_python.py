@@ -404,10 +404,12 @@ class KpProducer:
     """kafka-python's producer as a ``clients.base.Producer``. Sends wait in order for their
     futures; ``poll`` and ``flush`` hand the answered ones over, on the caller's thread."""
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], Any], failures_only: bool = False) -> None:
         self.make = make
+        self.failures_only = failures_only
+        self.failures: list[str] = []
         self._producer: Any = None
-        self._unanswered: deque[tuple[Any, Callable[[Delivery], None]]] = deque()
+        self._unanswered: deque[tuple[Any, Callable[[Delivery], None] | None]] = deque()
 
     @property
     def producer(self) -> Any:
@@ -416,7 +418,7 @@ class KpProducer:
         return self._producer
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, *,
-             on_delivery: Callable[[Delivery], None], headers: Headers | None = None,
+             on_delivery: Callable[[Delivery], None] | None = None, headers: Headers | None = None,
              timestamp_ms: int = 0) -> None:
         encoded = [(k, v.encode() if isinstance(v, str) else v) for k, v in headers] if headers else None
         if value is None and key is None:
@@ -440,8 +442,12 @@ class KpProducer:
         while queue and queue[0][0].is_done:
             future, on_delivery = queue.popleft()
             if future.failed():
-                on_delivery(Delivery(("", 0), -1, f"{type(future.exception).__name__}: {future.exception}"))
-            else:
+                failure = f"{type(future.exception).__name__}: {future.exception}"
+                if on_delivery is None:
+                    self.failures.append(failure)
+                else:
+                    on_delivery(Delivery(("", 0), -1, failure))
+            elif on_delivery is not None:
                 meta = future.value
                 on_delivery(Delivery((meta.topic, meta.partition), meta.offset))
 
@@ -493,7 +499,8 @@ class KafkaPythonClients:
 
         return KpConsumer(make, ends=True)
 
-    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES) -> KpProducer:
+    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES, *,
+                 failures_only: bool = False) -> KpProducer:
         def make() -> Any:
             return kafka.KafkaProducer(
                 client_id=client_id, acks="all", enable_idempotence=True, linger_ms=LINGER_MS,
@@ -501,7 +508,7 @@ class KafkaPythonClients:
                 max_request_size=MAX_REQUEST_BYTES, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                 partitioner=KeyPartitioner(), **_common(self.settings))
 
-        return KpProducer(make)
+        return KpProducer(make, failures_only)
 
     def _admin(self) -> Any:
         return _kafka_call("Kafka admin", lambda: KafkaAdminClient(

@@ -142,11 +142,15 @@ def poll(consumer: rdkafka.Consumer, max_records: int, timeout: float, busy: flo
 
 
 def make_producer(settings: Settings, client_id: str = "stream-learner",
-                  max_batch: int = BROKER_DEFAULT_RECORD_BYTES) -> rdkafka.Producer:
+                  max_batch: int = BROKER_DEFAULT_RECORD_BYTES,
+                  failures: list[str] | None = None) -> rdkafka.Producer:
     """librdkafka's producer (confluent-kafka): it builds and sends batches in threads of its
     own, outside the GIL; a send costs the loop ~2 us (kafka-python's producer: 16 - 27 us).
     Its batches stay below ``max_batch`` bytes (a topic's
-    ``record_limit``); a larger record goes alone. Construction does no network I/O."""
+    ``record_limit``); a larger record goes alone. With ``failures``, librdkafka reports failed
+    sends alone, into that list. Construction does no network I/O."""
+    reports: dict[str, Any] = {} if failures is None else {
+        "delivery.report.only.error": True, "on_delivery": partial(_failed, failures)}
     try:
         return rdkafka.Producer({
             "bootstrap.servers": settings.bootstrap_servers,
@@ -159,6 +163,7 @@ def make_producer(settings: Settings, client_id: str = "stream-learner",
             "queue.buffering.max.messages": QUEUED_MESSAGES,
             "partitioner": "murmur2_random",  # a key's partition as Java and kafka-python compute it
             "logger": KAFKA_LOG,
+            **reports,
             **security_options(settings),
         })
     except rdkafka.KafkaException as exc:
@@ -206,7 +211,7 @@ def require_broker(settings: Settings) -> None:
 
 
 def _produce(producer: rdkafka.Producer, topic: str, value: bytes | None, key: bytes | None,
-             on_delivery: Callable[[Any, Any], None], *, headers: Headers | None = None,
+             on_delivery: Callable[[Any, Any], None] | None, *, headers: Headers | None = None,
              timestamp_ms: int = 0) -> None:
     """Queue one message (timestamp 0: now); while the queue is full, wait for it to drain."""
     while True:
@@ -218,6 +223,11 @@ def _produce(producer: rdkafka.Producer, topic: str, value: bytes | None, key: b
             producer.poll(0.1)
         except rdkafka.KafkaException as exc:
             raise PublishError(f"{topic}: {exc.args[0].str()}") from None
+
+
+def _failed(failures: list[str], error: rdkafka.KafkaError | None, message: rdkafka.Message) -> None:
+    if error is not None:
+        failures.append(f"{message.topic() or ''}: {error.str()}")
 
 
 def _delivered(on_delivery: Callable[[Delivery], None], error: rdkafka.KafkaError | None,
@@ -362,14 +372,16 @@ class RdConsumer:
 class RdProducer:
     """librdkafka's producer as a ``clients.base.Producer``."""
 
-    def __init__(self, producer: rdkafka.Producer) -> None:
+    def __init__(self, producer: rdkafka.Producer, failures: list[str] | None = None) -> None:
         self.producer = producer
+        self.failures_only = failures is not None
+        self.failures = [] if failures is None else failures
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, *,
-             on_delivery: Callable[[Delivery], None], headers: Headers | None = None,
+             on_delivery: Callable[[Delivery], None] | None = None, headers: Headers | None = None,
              timestamp_ms: int = 0) -> None:
-        _produce(self.producer, topic, value, key, partial(_delivered, on_delivery), headers=headers,
-                 timestamp_ms=timestamp_ms)
+        report = None if on_delivery is None else partial(_delivered, on_delivery)
+        _produce(self.producer, topic, value, key, report, headers=headers, timestamp_ms=timestamp_ms)
 
     def poll(self, timeout: float) -> None:
         self.producer.poll(timeout)
@@ -390,8 +402,10 @@ class LibrdkafkaClients:
     def reader(self) -> RdConsumer:
         return RdConsumer(make_reader(self.settings))
 
-    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES) -> RdProducer:
-        return RdProducer(make_producer(self.settings, client_id, max_batch))
+    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES, *,
+                 failures_only: bool = False) -> RdProducer:
+        failures: list[str] | None = [] if failures_only else None
+        return RdProducer(make_producer(self.settings, client_id, max_batch, failures), failures)
 
     def record_limit(self, topic: str) -> int:
         return record_limit(self.settings, topic)

@@ -195,13 +195,15 @@ class MemoryConsumer:
 class MemoryProducer:
     """Appends at once; answers each send on the next ``poll`` or ``flush`` while ``acking``."""
 
-    def __init__(self, broker: MemoryBroker) -> None:
+    def __init__(self, broker: MemoryBroker, failures_only: bool = False) -> None:
         self.broker = broker
         self.acking = True
-        self.unanswered: list[tuple[Callable[[Delivery], None], MemoryRecord]] = []
+        self.failures_only = failures_only
+        self.failures: list[str] = []  # never: the memory broker takes every record
+        self.unanswered: list[tuple[Callable[[Delivery], None] | None, MemoryRecord]] = []
 
     def send(self, topic: str, value: bytes | None, key: bytes | None = None, *,
-             on_delivery: Callable[[Delivery], None], headers: Headers | None = None,
+             on_delivery: Callable[[Delivery], None] | None = None, headers: Headers | None = None,
              timestamp_ms: int = 0) -> None:
         record = self.broker.append(topic, value, key, headers=headers, timestamp_ms=timestamp_ms)
         self.unanswered.append((on_delivery, record))
@@ -211,7 +213,8 @@ class MemoryProducer:
             return
         answered, self.unanswered = self.unanswered, []
         for on_delivery, record in answered:
-            on_delivery(Delivery(record.where, record.offset_))
+            if on_delivery is not None:
+                on_delivery(Delivery(record.where, record.offset_))
 
     def flush(self, timeout: float) -> int:
         self.poll(timeout)
@@ -231,8 +234,9 @@ class MemoryClients:
     def reader(self) -> MemoryConsumer:
         return MemoryConsumer(self.broker, ends=True)
 
-    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES) -> MemoryProducer:
-        return MemoryProducer(self.broker)
+    def producer(self, client_id: str, max_batch: int = BROKER_DEFAULT_RECORD_BYTES, *,
+                 failures_only: bool = False) -> MemoryProducer:
+        return MemoryProducer(self.broker, failures_only)
 
     def record_limit(self, topic: str) -> int:
         return BROKER_DEFAULT_RECORD_BYTES
