@@ -607,12 +607,9 @@ def measure_raw_river(run: Run) -> float:
 
 
 def fill_topics(run: Run) -> None:
-    """The events, in bench.events (one partition) for K, H and S, and in bench.live2 (two
-    partitions) for the frozen predictors."""
+    """The events, in bench.events (one partition) for K, H and S."""
     create_topics(run.bootstrap, ["bench.events", "bench.bare.out", "bench.hand.out"])
-    create_topics(run.bootstrap, ["bench.live2"], partitions=2)
     produce(run.bootstrap, "bench.events", run.events)
-    produce(run.bootstrap, "bench.live2", run.events)
 
 
 def measure_bare_kafka(run: Run) -> float:
@@ -660,21 +657,52 @@ def measure_raw_predict(run: Run, base: Settings, frozen_eps: float) -> float:
 
 def measure_frozen(run: Run, base: Settings) -> dict[int, float]:
     """The frozen predictor's throughput on the Kafka client of ``base``, with 1 and 2
-    processes in one group, by replicas; they serve the model S learned on that client."""
+    processes in one group, by replicas; they serve the model S learned on that client. The
+    events go to a 2-partition topic of each phase once its group has settled, each
+    predictor on its share: at a few seconds' worth of events, a group still joining would
+    leave them all to the first predictor."""
     n, client = run.args.events, base.kafka_client
     frozen = {}
     for replicas in (1, 2):
-        serve = Settings(**{**vars(base), "events_topic": "bench.live2", "model": f"bench-{client}",
+        topic = f"bench.live{replicas}.{client}"
+        create_topics(run.bootstrap, [topic], partitions=2)
+        serve = Settings(**{**vars(base), "events_topic": topic, "model": f"bench-{client}",
                             "predictions_topic": f"bench.frozen{replicas}.{client}.out",
                             "group_id": f"bench-frozen-{replicas}-{client}"})
-        procs = [spawn("serve", service_env(serve), stdout=run.work / f"frozen{replicas}-{i}.log",
-                       append=True) for i in range(replicas)]
+        logs = [run.work / f"frozen{replicas}-{client}-{i}.log" for i in range(replicas)]
+        procs = [spawn("serve", service_env(serve), stdout=log) for log in logs]
+        deadline = time.monotonic() + 60
+        while [_assigned(log) for log in logs] != [2 // replicas] * replicas:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: the frozen x{replicas} group did not settle: {logs}")
+            time.sleep(0.05)
+        produce_fast(run.bootstrap, topic, run.events)
         first, last, _ = output_span(run.bootstrap, serve.predictions_topic, n)
         for proc in procs:
             stop(proc)
         frozen[replicas] = events_per_second(first, last, n)
         print(f"  frozen predictor x{replicas}, {client:12s} {frozen[replicas]:10.0f} events/s", flush=True)
     return frozen
+
+
+def _assigned(log: Path) -> int:
+    """The partitions of a service's latest assignment, as its log names them."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if " assigned [" in line]
+    return lines[-1].count("(") if lines else -1
+
+
+def produce_fast(bootstrap: str, topic: str, events: list[bytes]) -> None:
+    """The events to ``topic`` with librdkafka's producer: several times faster than the
+    predictors read them, so that they are what is measured."""
+    producer = make_producer(Settings(bootstrap_servers=bootstrap), "bench-load")
+    for i, raw in enumerate(events):
+        while True:
+            try:
+                producer.produce(topic, raw, str(i).encode())
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush(60)
 
 
 def measure_latency(run: Run, s_eps: float, h_eps: float, s_step_us: float, kp_eps: float
