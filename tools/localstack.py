@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -43,6 +44,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A port ``p`` such that ``p`` and ``p + 1`` are free now, below the kernel's ephemeral
+    range: an outgoing connection's own port, which ``free_port`` ports share a range with, can
+    never take ``p + 1`` before it is listened on."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10_000, low - 1)
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind((HOST, port))
+                b.bind((HOST, port + 1))
+            except OSError:
+                continue
+        return port
+    raise StackError("no two free ports in a row below the ephemeral range")
 
 
 def port_open(port: int) -> bool:

@@ -16,7 +16,7 @@ from kafka import KafkaConsumer
 
 from tests.integration.helpers import wait_for
 from tools import localstack
-from tools.localstack import ROOT, DevStack, KafkaBroker, free_port, port_open
+from tools.localstack import ROOT, DevStack, KafkaBroker, free_port, free_port_pair, port_open
 
 
 def stack_in(tmp_path: Path) -> DevStack:
@@ -37,7 +37,7 @@ def demo(stack: DevStack, *, repeat: int = 1, rate: int = 2000) -> subprocess.Po
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_LEARNER_")}
     return subprocess.Popen(command(stack, sys.executable, "-m", "tools.demo", "--repeat", str(repeat),
                                     "--rate", str(rate), "--stack-dir", str(stack.directory), "--http-port",
-                                    str(free_port())),
+                                    str(free_port_pair())),  # the learner's port, and the next
                             cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
