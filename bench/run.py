@@ -702,7 +702,8 @@ def produce_fast(bootstrap: str, topic: str, events: list[bytes]) -> None:
                 break
             except BufferError:
                 producer.poll(0.01)
-    producer.flush(60)
+    if producer.flush(60):
+        raise SystemExit(f"bench: events to {topic} still unsent after 60 s")
 
 
 def measure_latency(run: Run, s_eps: float, h_eps: float, s_step_us: float, kp_eps: float

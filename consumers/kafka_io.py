@@ -117,8 +117,8 @@ class Publisher:
             raise PublishError(f"{len(failed)} sends were not acknowledged, first: {failed[0]}")
 
     def flush(self, upto: int | None = None) -> None:
-        """Block until every send (or the first ``upto``) is answered; ``PublishError`` if one
-        was not acknowledged."""
+        """Block until every send (or the first ``upto``; untracked: every send) is answered;
+        ``PublishError`` if one was not acknowledged."""
         wait_s = DELIVERY_TIMEOUT_MS / 1000 + 10  # a producer answers every send within it
         if not self.tracked:
             if self.producer.flush(wait_s):

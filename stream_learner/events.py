@@ -267,7 +267,11 @@ def _object(raw: bytes | None, max_bytes: int, fields: FieldNames) -> tuple[dict
     strict = False
     try:
         doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            # Deeper than the standard library could read, and reading it would recurse to the
+            # interpreter's limit, where a finalizer that the garbage collector runs fails.
+            raise InvalidEvent("too_deep", "JSON nested too deeply") from None
         doc, strict = strict_loads(raw), True
     else:
         if isinstance(doc, dict) and (_rounded(doc.get(fields.id)) or _rounded(doc.get(fields.y))):

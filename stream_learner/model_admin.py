@@ -119,6 +119,8 @@ def run(store: Any, keyed: KeyedStore, settings: Settings, args: argparse.Namesp
             if args.action != "list":
                 raise StreamLearnerError(f"v{version}: {exc}") from None
             print(f"v{version}  unreadable: {exc}")  # the others are still worth listing
+    if args.action == "list" and keyed.partitions(settings.model):
+        return key_admin.list_partitions(keyed, settings.model)
     return 0
 
 

@@ -476,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--controller-port", type=int, default=DEV_CONTROLLER_PORT)
     parser.add_argument("--redis-port", type=int, default=DEV_REDIS_PORT)
     args = parser.parse_args(argv)
+    if args.topic and args.command != "topic":
+        parser.error(f"{args.command}: takes no topic name ({args.topic!r})")
     stack = DevStack(args.dir.resolve(), args.kafka_port, args.controller_port, args.redis_port)
     try:
         if args.command == "fetch":

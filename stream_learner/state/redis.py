@@ -21,7 +21,7 @@ from stream_learner.state.base import (
     number,
     out_of_order,
 )
-from stream_learner.state.redis_client import RedisClient
+from stream_learner.state.redis_client import RedisClient, glob_escape
 
 # KEYS: fence, lease. ARGV: ttl ms, owner. The new token, or false when another owner holds it.
 _ACQUIRE = """
@@ -210,7 +210,8 @@ class RedisStore(RedisClient):
 
     def models(self) -> list[str]:
         head = f"{{{self._prefix}:"
-        keys = self._call("listing models", lambda: list(self.client.scan_iter(f"{head}*}}:latest", 1000)))
+        keys = self._call("listing models", lambda: list(
+            self.client.scan_iter(f"{glob_escape(head)}*}}:latest", 1000)))
         return sorted(k.decode(errors="replace")[len(head):-len("}:latest")] for k in keys)
 
     def reset(self, model: str) -> int:

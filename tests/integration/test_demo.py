@@ -114,8 +114,10 @@ def test_the_stacks_topic_command_creates_the_partitions_asked_for(
 
 def test_the_stack_starts_again_on_other_ports_with_the_same_data(tmp_path: Path) -> None:
     first = stack_in(tmp_path)
-    first.up()
-    first.down()
+    try:
+        first.up()
+    finally:
+        first.down()
     again = stack_in(tmp_path)  # the same directory, new ports
     try:
         again.up()

@@ -85,3 +85,17 @@ def test_a_reset_partition_starts_afresh_and_fences_its_owner(store: KeyedStore)
     assert store.key_models("m", 0, ["a"]) == [None]
     save(store, 1, store.claim("m", 0), {"c": 40})
     assert store.key_names("m", 0) == ["c"]
+
+
+def test_glob_characters_in_a_prefix_are_matched_literally(redis_server: RedisServer,
+                                                           unique: Callable[[str], str]) -> None:
+    base = unique("sl")
+    url, odd_prefix, plain_prefix = redis_server.url, base + "[l]*", base + "l"
+    odd, plain = RedisKeyedStore(url, odd_prefix), RedisKeyedStore(url, plain_prefix)
+    global_odd, global_plain = RedisStore(url, odd_prefix), RedisStore(url, plain_prefix)
+    plain.claim("other", 0)
+    global_plain.client.set(global_plain.key("other", "latest"), 1)
+    odd.claim("m?", 1)
+    # As SCAN patterns, the odd prefix would match the plain one's keys.
+    assert odd.models() == ["m?"] and odd.partitions("m?") == [1]
+    assert global_odd.models() == []

@@ -69,6 +69,17 @@ def test_bad_input_has_a_reason(raw: bytes, expected: str) -> None:
     assert reason(raw) == expected
 
 
+def test_json_deeper_than_orjson_reads_is_refused_without_a_recursive_parse(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The standard library's parse would recurse to the interpreter's limit, where a finalizer
+    # the garbage collector runs then fails ("Exception ignored in ...").
+    def recursive_parse(raw: bytes) -> None:
+        raise AssertionError("the standard library's parser was called")
+
+    monkeypatch.setattr("stream_learner.events.strict_loads", recursive_parse)
+    assert reason(b'{"x": ' + b"[" * 1100 + b"]" * 1100 + b"}") == "too_deep"
+
+
 def test_regression_labels_are_finite_numbers() -> None:
     assert reason(b'{"x": {}, "y": true}', "regression") == "bad_label"
     assert reason(b'{"x": {}, "y": "3"}', "regression") == "bad_label"
